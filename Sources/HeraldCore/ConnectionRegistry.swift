@@ -1,0 +1,150 @@
+import Synchronization
+
+/// Where frames for one connected client go. The server's connection implements it;
+/// pushing never blocks and never buffers without limit (the sink closes a client that
+/// falls behind).
+public protocol ClientSink: AnyObject, Sendable {
+    /// Queues a frame; answers false if the client is closed or was just closed for falling behind.
+    @discardableResult func push(_ frame: String) -> Bool
+    func close(code: UInt16, reason: String)
+}
+
+/// A group of one system.
+public struct GroupKey: Hashable, Sendable {
+    public var systemId: String
+    public var name: String
+
+    public init(systemId: String, name: String) {
+        self.systemId = systemId
+        self.name = name
+    }
+}
+
+/// The node's local connections: which system each belongs to, which groups it is in,
+/// and who is in each group. Thread-safe; every method is short and never awaits.
+public final class ConnectionRegistry: Sendable {
+    public struct Connection: Sendable {
+        public let serial: UInt64
+        public let clientId: String
+        public let systemId: String
+        public let userId: String
+        public let sink: any ClientSink
+        public fileprivate(set) var groups: Set<String> = []
+    }
+
+    struct Member: Sendable {
+        var info: PresenceInfo
+        var sink: any ClientSink
+    }
+
+    struct State: Sendable {
+        var connections: [UInt64: Connection] = [:]
+        var systems: [String: Set<UInt64>] = [:]
+        var groups: [GroupKey: [UInt64: Member]] = [:]
+    }
+
+    /// What a bind or unbind changed, for the caller to announce outside the lock.
+    public struct Change: Sendable {
+        public let group: String
+        public let info: PresenceInfo
+        public let audience: [any ClientSink]
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    public var count: Int { state.withLock { $0.connections.count } }
+
+    public func add(_ connection: Connection) {
+        state.withLock { state in
+            state.connections[connection.serial] = connection
+            state.systems[connection.systemId, default: []].insert(connection.serial)
+        }
+    }
+
+    public func makeConnection(
+        serial: UInt64, clientId: String, systemId: String, userId: String, sink: any ClientSink
+    ) -> Connection {
+        Connection(serial: serial, clientId: clientId, systemId: systemId, userId: userId, sink: sink)
+    }
+
+    /// Removes a connection and answers the groups it left, each with the members to tell.
+    @discardableResult
+    public func remove(serial: UInt64) -> [Change] {
+        state.withLock { state in
+            guard let connection = state.connections.removeValue(forKey: serial) else { return [] }
+            state.systems[connection.systemId]?.remove(serial)
+            if state.systems[connection.systemId]?.isEmpty == true {
+                state.systems[connection.systemId] = nil
+            }
+            return connection.groups.sorted().compactMap { group in
+                Self.leave(&state, serial: serial, key: GroupKey(systemId: connection.systemId, name: group))
+            }
+        }
+    }
+
+    public func connection(serial: UInt64) -> Connection? {
+        state.withLock { $0.connections[serial] }
+    }
+
+    /// Binds a connection to a group. Answers nil if the connection is gone; a change with an
+    /// empty audience if it was already bound (nothing to announce).
+    public func bind(serial: UInt64, group: String, userId: String, extend: String) -> Change? {
+        state.withLock { state in
+            guard var connection = state.connections[serial] else { return nil }
+            let key = GroupKey(systemId: connection.systemId, name: group)
+            let info = PresenceInfo(
+                clientId: connection.clientId, userId: userId.isEmpty ? connection.userId : userId,
+                extend: extend)
+            let alreadyBound = state.groups[key]?[serial] != nil
+            state.groups[key, default: [:]][serial] = Member(info: info, sink: connection.sink)
+            if alreadyBound { return Change(group: group, info: info, audience: []) }
+            connection.groups.insert(group)
+            state.connections[serial] = connection
+            return Change(group: group, info: info, audience: state.groups[key]!.values.map(\.sink))
+        }
+    }
+
+    /// Unbinds a connection from a group. Answers nil if the connection is gone; a change
+    /// with the remaining members otherwise (empty if it was not bound).
+    public func unbind(serial: UInt64, group: String) -> Change? {
+        state.withLock { state in
+            guard var connection = state.connections[serial] else { return nil }
+            let key = GroupKey(systemId: connection.systemId, name: group)
+            guard connection.groups.remove(group) != nil else {
+                return Change(
+                    group: group, info: PresenceInfo(clientId: connection.clientId, userId: connection.userId, extend: ""),
+                    audience: [])
+            }
+            state.connections[serial] = connection
+            return Self.leave(&state, serial: serial, key: key)
+        }
+    }
+
+    private static func leave(_ state: inout State, serial: UInt64, key: GroupKey) -> Change? {
+        guard let member = state.groups[key]?.removeValue(forKey: serial) else { return nil }
+        let remaining = state.groups[key] ?? [:]
+        if remaining.isEmpty { state.groups[key] = nil }
+        return Change(group: key.name, info: member.info, audience: remaining.values.map(\.sink))
+    }
+
+    public func members(of key: GroupKey) -> [any ClientSink] {
+        state.withLock { $0.groups[key].map { $0.values.map(\.sink) } ?? [] }
+    }
+
+    public func presence(of key: GroupKey) -> [PresenceInfo] {
+        state.withLock { $0.groups[key].map { $0.values.map(\.info) } ?? [] }
+            .sorted { $0.clientId < $1.clientId }
+    }
+
+    public func clients(ofSystem systemId: String) -> [any ClientSink] {
+        state.withLock { state in
+            (state.systems[systemId] ?? []).compactMap { state.connections[$0]?.sink }
+        }
+    }
+
+    public func allSinks() -> [any ClientSink] {
+        state.withLock { $0.connections.values.map(\.sink) }
+    }
+}

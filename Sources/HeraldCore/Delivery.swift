@@ -1,0 +1,106 @@
+/// Applies messages that reached this node to its local connections: pushes frames,
+/// binds, unbinds and closes, and records what happened for the trace.
+public final class Delivery: Sendable {
+    private let registry: ConnectionRegistry
+    private let identity: NodeIdentity
+    private let trace: any TraceRecorder
+
+    public init(registry: ConnectionRegistry, identity: NodeIdentity, trace: any TraceRecorder) {
+        self.registry = registry
+        self.identity = identity
+        self.trace = trace
+    }
+
+    public func deliver(_ message: BusMessage) {
+        switch message.target {
+        case .client(let id, let raw):
+            deliverToClient(message, id: id, raw: raw)
+        case .group(let name):
+            fanOut(message, to: registry.members(of: GroupKey(systemId: message.systemId, name: name)))
+        case .system:
+            fanOut(message, to: registry.clients(ofSystem: message.systemId))
+        }
+    }
+
+    private func deliverToClient(_ message: BusMessage, id: ClientID, raw: String) {
+        // A node pushes only what was addressed to the slot and epoch it holds.
+        guard id.slot == identity.slot, id.epoch == identity.epoch,
+            let connection = registry.connection(serial: id.serial), connection.systemId == message.systemId
+        else {
+            drop(message, clientId: raw, reason: "offline")
+            return
+        }
+        switch message.body {
+        case .push:
+            guard let frame = message.pushFrame() else { return }
+            if connection.sink.push(frame) {
+                trace.record(message.messageId, TraceStep(.delivered, node: identity.nodeId, clientId: raw))
+            } else {
+                drop(message, clientId: raw, reason: "slow consumer")
+            }
+        case .bind(let group, let userId, let extend):
+            if let change = registry.bind(serial: id.serial, group: group, userId: userId, extend: extend) {
+                announce(.joined, change)
+            }
+        case .unbind(let group):
+            if let change = registry.unbind(serial: id.serial, group: group) {
+                announce(.left, change)
+            }
+        case .close:
+            connection.sink.close(code: 1000, reason: "closed by the business system")
+        }
+    }
+
+    private func fanOut(_ message: BusMessage, to sinks: [any ClientSink]) {
+        // Encoded once, whatever the number of members.
+        guard let frame = message.pushFrame() else { return }
+        var delivered = 0
+        for sink in sinks where sink.push(frame) {
+            delivered += 1
+        }
+        trace.record(message.messageId, TraceStep(.delivered, node: identity.nodeId, count: delivered))
+        if delivered < sinks.count {
+            trace.record(
+                message.messageId,
+                TraceStep(.dropped, node: identity.nodeId, count: sinks.count - delivered, reason: "slow consumer"))
+        }
+    }
+
+    private func drop(_ message: BusMessage, clientId: String, reason: String) {
+        trace.record(message.messageId, TraceStep(.dropped, node: identity.nodeId, clientId: clientId, reason: reason))
+    }
+
+    /// Tells a group's members that someone joined or left.
+    public func announce(_ event: PresenceEvent, _ change: ConnectionRegistry.Change) {
+        guard !change.audience.isEmpty else { return }
+        let frame = FrameEncoding.presence(event, group: change.group, info: change.info, at: Clock.nowMillis())
+        for sink in change.audience {
+            sink.push(frame)
+        }
+    }
+}
+
+/// The standalone node's bus: every message goes into the journal and straight to delivery.
+public final class LocalBus: Bus {
+    private let journal: MessageJournal
+    private let delivery: Delivery
+    private let slot: UInt32
+
+    public init(journal: MessageJournal, delivery: Delivery, slot: UInt32) {
+        self.journal = journal
+        self.delivery = delivery
+        self.slot = slot
+    }
+
+    public func publish(_ message: BusMessage) async throws(HeraldError) -> Placement {
+        let placement: Placement
+        switch message.target {
+        case .client(let id, _):
+            placement = journal.append(message, topic: Topics.unicast, partition: Int32(id.slot), at: Clock.nowMillis())
+        case .group, .system:
+            placement = journal.append(message, topic: Topics.broadcast, partition: 0, at: Clock.nowMillis())
+        }
+        delivery.deliver(message)
+        return placement
+    }
+}

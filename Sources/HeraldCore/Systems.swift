@@ -1,0 +1,69 @@
+import Crypto
+import Foundation
+import Synchronization
+
+/// A registered business system. Its API secret is kept only as a salted hash; when client
+/// auth is on, the secret itself is needed to verify HS256 tokens, so it is also kept
+/// sealed with the cluster key (never in clear).
+public struct SystemRecord: Sendable, Hashable {
+    public var systemId: String
+    public var salt: Data?
+    public var secretHash: Data?
+    public var sealedSecret: Data?
+    public var clientAuth: Bool
+    public var registeredAt: Int64
+
+    public init(systemId: String, secret: String?, clientAuth: Bool, sealer: ClientIDCodec, at: Int64 = Clock.nowMillis()) {
+        self.systemId = systemId
+        self.registeredAt = at
+        self.clientAuth = clientAuth && secret != nil
+        guard let secret else { return }
+        let salt = Data((0..<16).map { _ in UInt8.random(in: .min ... .max) })
+        self.salt = salt
+        self.secretHash = Self.hash(secret, salt: salt)
+        if self.clientAuth { self.sealedSecret = sealer.sealBytes(Data(secret.utf8)) }
+    }
+
+    public var requiresSecret: Bool { secretHash != nil }
+
+    /// Compares in constant time.
+    public func accepts(secret: String?) -> Bool {
+        guard let secretHash, let salt else { return true }
+        guard let secret else { return false }
+        let candidate = Self.hash(secret, salt: salt)
+        return candidate.withUnsafeBytes { lhs in
+            secretHash.withUnsafeBytes { rhs in
+                lhs.count == rhs.count && zip(lhs, rhs).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+            }
+        }
+    }
+
+    static func hash(_ secret: String, salt: Data) -> Data {
+        Data(SHA256.hash(data: salt + Data(secret.utf8)))
+    }
+}
+
+/// Where registered systems live: memory on a standalone node, etcd in a cluster.
+public protocol SystemDirectory: Sendable {
+    func register(_ record: SystemRecord) async throws(HeraldError)
+    func lookup(_ systemId: String) async throws(HeraldError) -> SystemRecord?
+}
+
+public final class InMemorySystemDirectory: SystemDirectory {
+    private let systems = Mutex<[String: SystemRecord]>([:])
+
+    public init() {}
+
+    public func register(_ record: SystemRecord) async throws(HeraldError) {
+        let inserted = systems.withLock { systems in
+            guard systems[record.systemId] == nil else { return false }
+            systems[record.systemId] = record
+            return true
+        }
+        guard inserted else { throw .alreadyRegistered(record.systemId) }
+    }
+
+    public func lookup(_ systemId: String) async throws(HeraldError) -> SystemRecord? {
+        systems.withLock { $0[systemId] }
+    }
+}

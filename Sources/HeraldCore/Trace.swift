@@ -1,0 +1,81 @@
+import Synchronization
+
+/// One step of a message's path: accepted, produced, delivered, acked or dropped.
+public struct TraceStep: Sendable, Hashable, Codable {
+    public enum Kind: String, Sendable, Codable {
+        case accepted, produced, delivered, acked, dropped, redelivered
+    }
+
+    public var step: Kind
+    public var node: String
+    public var at: Int64
+    public var topic: String?
+    public var partition: Int32?
+    public var offset: Int64?
+    public var clientId: String?
+    public var count: Int?
+    public var reason: String?
+
+    public init(
+        _ step: Kind, node: String, at: Int64 = Clock.nowMillis(), placement: Placement? = nil,
+        clientId: String? = nil, count: Int? = nil, reason: String? = nil
+    ) {
+        self.step = step
+        self.node = node
+        self.at = at
+        self.topic = placement?.topic
+        self.partition = placement?.partition
+        self.offset = placement?.offset
+        self.clientId = clientId
+        self.count = count
+        self.reason = reason
+    }
+}
+
+/// Records the steps of messages for /admin/trace.
+public protocol TraceRecorder: Sendable {
+    func record(_ messageId: String, _ step: TraceStep)
+    func steps(for messageId: String) async -> [TraceStep]?
+}
+
+/// Keeps the traces of the most recent messages in memory, oldest evicted first.
+public final class InMemoryTrace: TraceRecorder {
+    struct State {
+        var steps: [String: [TraceStep]] = [:]
+        var order: [String] = []
+        var head = 0
+    }
+
+    private let capacity: Int
+    private let maxStepsPerMessage: Int
+    private let state = Mutex(State())
+
+    public init(capacity: Int = 100_000, maxStepsPerMessage: Int = 256) {
+        self.capacity = max(1, capacity)
+        self.maxStepsPerMessage = maxStepsPerMessage
+    }
+
+    public func record(_ messageId: String, _ step: TraceStep) {
+        state.withLock { state in
+            if state.steps[messageId] == nil {
+                state.order.append(messageId)
+                if state.order.count - state.head > capacity {
+                    state.steps[state.order[state.head]] = nil
+                    state.head += 1
+                    // Compact now and then so the order list does not grow without bound.
+                    if state.head > capacity {
+                        state.order.removeFirst(state.head)
+                        state.head = 0
+                    }
+                }
+            }
+            if state.steps[messageId, default: []].count < maxStepsPerMessage {
+                state.steps[messageId, default: []].append(step)
+            }
+        }
+    }
+
+    public func steps(for messageId: String) async -> [TraceStep]? {
+        state.withLock { $0.steps[messageId] }
+    }
+}

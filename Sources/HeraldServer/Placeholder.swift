@@ -1,0 +1,5 @@
+import Hummingbird
+import HummingbirdWebSocket
+import JWTKit
+import Prometheus
+import ServiceLifecycle

@@ -1,0 +1,264 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Synchronization
+import Testing
+
+struct HeraldLaunchError: Error, CustomStringConvertible {
+    let description: String
+}
+
+/// Locates the `herald` executable built next to the test bundle.
+enum HeraldBinary {
+    static let path: String = {
+        if let env = ProcessInfo.processInfo.environment["HERALD_BIN"], !env.isEmpty {
+            return env
+        }
+        let fm = FileManager.default
+        var dir = URL(fileURLWithPath: CommandLine.arguments.first ?? ".").resolvingSymlinksInPath()
+            .deletingLastPathComponent()
+        for _ in 0..<6 {
+            let candidate = dir.appendingPathComponent("herald").path
+            var isDir: ObjCBool = false
+            if fm.fileExists(atPath: candidate, isDirectory: &isDir), !isDir.boolValue,
+                fm.isExecutableFile(atPath: candidate)
+            {
+                return candidate
+            }
+            let parent = dir.deletingLastPathComponent()
+            if parent.path == dir.path { break }
+            dir = parent
+        }
+        // <package root>/Tests/HeraldServerTests/HeraldProcess.swift -> <package root>
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        return root.appendingPathComponent(".build/debug/herald").path
+    }()
+}
+
+/// Finds a free loopback TCP port by binding port 0 and closing the socket.
+func freePort() throws -> Int {
+    let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+        .bind(host: "127.0.0.1", port: 0).wait()
+    let port = channel.localAddress?.port ?? 0
+    try channel.close().wait()
+    guard port > 0 else { throw HeraldLaunchError(description: "could not find a free port") }
+    return port
+}
+
+func tailOfFile(_ url: URL, lines: Int = 30) -> String {
+    guard let data = try? Data(contentsOf: url) else { return "" }
+    let text = String(decoding: data, as: UTF8.self)
+    return text.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n")
+}
+
+/// A running `herald serve` process.
+final class HeraldInstance: @unchecked Sendable {
+    let process: Process
+    let port: Int
+    let args: [String]
+    let stderrURL: URL
+    let stdoutURL: URL
+    let adminToken: String?
+    private let stopped = Mutex(false)
+
+    var host: String { "127.0.0.1" }
+    var baseURL: String { "http://127.0.0.1:\(port)" }
+    var api: HeraldAPI { HeraldAPI(server: self) }
+
+    private init(process: Process, port: Int, args: [String], stderrURL: URL, stdoutURL: URL, adminToken: String?) {
+        self.process = process
+        self.port = port
+        self.args = args
+        self.stderrURL = stderrURL
+        self.stdoutURL = stdoutURL
+        self.adminToken = adminToken
+    }
+
+    /// Starts `herald serve [--dev] --host 127.0.0.1 --port P <extra>` and waits until /healthz answers 200.
+    static func start(dev: Bool = true, extraArgs: [String] = []) async throws -> HeraldInstance {
+        var lastError: (any Error)?
+        for _ in 0..<3 {
+            let port = try freePort()
+            var args = ["serve"]
+            if dev { args.append("--dev") }
+            args += ["--host", "127.0.0.1", "--port", String(port)]
+            args += extraArgs
+            var adminToken: String?
+            if let i = extraArgs.firstIndex(of: "--admin-token"), i + 1 < extraArgs.count {
+                adminToken = extraArgs[i + 1]
+            }
+            let tmp = FileManager.default.temporaryDirectory
+            let tag = UUID().uuidString.prefix(8)
+            let errURL = tmp.appendingPathComponent("herald-\(port)-\(tag).stderr")
+            let outURL = tmp.appendingPathComponent("herald-\(port)-\(tag).stdout")
+            FileManager.default.createFile(atPath: errURL.path, contents: nil)
+            FileManager.default.createFile(atPath: outURL.path, contents: nil)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: HeraldBinary.path)
+            process.arguments = args
+            process.standardError = try FileHandle(forWritingTo: errURL)
+            process.standardOutput = try FileHandle(forWritingTo: outURL)
+            process.standardInput = FileHandle.nullDevice
+            do {
+                try process.run()
+            } catch {
+                throw HeraldLaunchError(description: "cannot launch \(HeraldBinary.path): \(error)")
+            }
+            let instance = HeraldInstance(
+                process: process, port: port, args: args, stderrURL: errURL, stdoutURL: outURL,
+                adminToken: adminToken)
+            do {
+                try await instance.waitUntilHealthy(timeout: .seconds(30))
+                return instance
+            } catch {
+                lastError = error
+                _ = await instance.stop()
+                print("herald failed to start (\(args.joined(separator: " "))): \(error)\n--- stderr tail ---\n\(tailOfFile(errURL))\n---")
+                // Retry only when the port may have been taken meanwhile.
+                if !tailOfFile(errURL).lowercased().contains("address") { break }
+            }
+        }
+        throw lastError ?? HeraldLaunchError(description: "herald did not start")
+    }
+
+    private func waitUntilHealthy(timeout: Duration) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if !process.isRunning {
+                throw HeraldLaunchError(
+                    description: "herald exited with status \(process.terminationStatus) before becoming healthy")
+            }
+            if let r = try? await api.get("/healthz", timeout: .seconds(1)), r.status == 200 {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw HeraldLaunchError(description: "herald did not answer GET /healthz with 200 within \(timeout)")
+    }
+
+    /// Sends SIGTERM and waits up to `grace` for the exit; then SIGKILL. Returns the exit status, or nil when killed.
+    @discardableResult
+    func stop(grace: Duration = .seconds(5)) async -> (status: Int32, reason: Process.TerminationReason, elapsed: Duration)? {
+        let already = stopped.withLock { s -> Bool in
+            let was = s
+            s = true
+            return was
+        }
+        let start = ContinuousClock.now
+        if !already, process.isRunning {
+            kill(process.processIdentifier, SIGTERM)
+        }
+        let exited = await waitForExit(timeout: grace)
+        if !exited {
+            kill(process.processIdentifier, SIGKILL)
+            _ = await waitForExit(timeout: .seconds(5))
+            return nil
+        }
+        return (process.terminationStatus, process.terminationReason, ContinuousClock.now - start)
+    }
+
+    func waitForExit(timeout: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning {
+            if ContinuousClock.now >= deadline { return false }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return true
+    }
+
+    var stderrTail: String { tailOfFile(stderrURL) }
+}
+
+/// Runs `body` with a fresh server and always stops the server afterwards.
+func withHerald<T: Sendable>(
+    dev: Bool = true, args: [String] = [], _ body: (HeraldInstance) async throws -> T
+) async throws -> T {
+    let server = try await HeraldInstance.start(dev: dev, extraArgs: args)
+    do {
+        let result = try await body(server)
+        await server.stop()
+        return result
+    } catch {
+        print("test failed with \(error); herald stderr tail:\n\(server.stderrTail)")
+        await server.stop()
+        throw error
+    }
+}
+
+/// Runs the herald binary to completion (e.g. `keygen`) with a timeout.
+func runHerald(_ args: [String], timeout: Duration = .seconds(15)) async throws -> (
+    status: Int32, stdout: String, stderr: String, timedOut: Bool
+) {
+    let tmp = FileManager.default.temporaryDirectory
+    let tag = UUID().uuidString.prefix(8)
+    let errURL = tmp.appendingPathComponent("herald-run-\(tag).stderr")
+    let outURL = tmp.appendingPathComponent("herald-run-\(tag).stdout")
+    FileManager.default.createFile(atPath: errURL.path, contents: nil)
+    FileManager.default.createFile(atPath: outURL.path, contents: nil)
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: HeraldBinary.path)
+    process.arguments = args
+    process.standardError = try FileHandle(forWritingTo: errURL)
+    process.standardOutput = try FileHandle(forWritingTo: outURL)
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    let deadline = ContinuousClock.now + timeout
+    var timedOut = false
+    while process.isRunning {
+        if ContinuousClock.now >= deadline {
+            timedOut = true
+            kill(process.processIdentifier, SIGKILL)
+            while process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
+            break
+        }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    let out = String(decoding: (try? Data(contentsOf: outURL)) ?? Data(), as: UTF8.self)
+    let err = String(decoding: (try? Data(contentsOf: errURL)) ?? Data(), as: UTF8.self)
+    try? FileManager.default.removeItem(at: outURL)
+    try? FileManager.default.removeItem(at: errURL)
+    return (process.terminationStatus, out, err, timedOut)
+}
+
+/// The server shared by all tests of a suite (set by the `.herald(...)` suite trait).
+enum SharedHerald {
+    @TaskLocal static var current: HeraldInstance?
+
+    static func get() throws -> HeraldInstance {
+        guard let s = current else {
+            throw HeraldLaunchError(description: "no shared herald server: apply .herald(...) to the suite")
+        }
+        return s
+    }
+}
+
+/// Suite trait: launches one herald for the whole suite and stops it afterwards.
+struct HeraldServerTrait: SuiteTrait, TestScoping {
+    let dev: Bool
+    let args: [String]
+
+    func provideScope(
+        for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
+    ) async throws {
+        let server = try await HeraldInstance.start(dev: dev, extraArgs: args)
+        do {
+            try await SharedHerald.$current.withValue(server) {
+                try await function()
+            }
+        } catch {
+            print("herald stderr tail:\n\(server.stderrTail)")
+            await server.stop()
+            throw error
+        }
+        await server.stop()
+    }
+}
+
+extension Trait where Self == HeraldServerTrait {
+    /// Launch one `herald serve` for this suite: `--dev` unless `dev` is false, plus `args`.
+    static func herald(dev: Bool = true, _ args: [String] = []) -> Self {
+        HeraldServerTrait(dev: dev, args: args)
+    }
+}
