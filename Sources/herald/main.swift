@@ -1,3 +1,108 @@
 import ArgumentParser
+import Foundation
+import HeraldCore
 import HeraldServer
-print("x")
+import Logging
+
+@main
+struct Herald: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "herald",
+        abstract: "Herald, a WebSocket push fabric.",
+        subcommands: [Serve.self, Keygen.self])
+}
+
+struct Keygen: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print a fresh base64 client-ID key (AES-256).")
+
+    func run() {
+        print(ClientIDCodec.generateKey())
+    }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run a Herald node.")
+
+    @Flag(help: "Development mode: /api/register needs no admin token; an ephemeral client-ID key is made when none is given.")
+    var dev = false
+
+    @Option(help: "Address to listen on.")
+    var host = "0.0.0.0"
+
+    @Option(help: "Port to listen on.")
+    var port = 7800
+
+    @Option(help: "Address other nodes and client IDs use to reach this node (default host:port).")
+    var advertise: String?
+
+    @Option(name: .customLong("node-id"), help: "This node's name (default derived from the address).")
+    var nodeId: String?
+
+    @Option(name: .customLong("admin-token"), help: "Admin token for /api/register and /admin (env HERALD_ADMIN_TOKEN).")
+    var adminToken: String?
+
+    @Option(
+        name: .customLong("client-id-key"),
+        help: "Base64 AES-256 keys, comma-separated; the first seals new client IDs (env HERALD_CLIENT_ID_KEY).")
+    var clientIdKey: String?
+
+    @Option(name: .customLong("max-body-bytes"), help: "Largest request body; larger answers 413.")
+    var maxBodyBytes = 1 << 20
+
+    @Option(name: .customLong("max-frame-bytes"), help: "Largest WebSocket frame from a client; larger closes 1009.")
+    var maxFrameBytes = 64 << 10
+
+    @Option(name: .customLong("outbound-queue"), help: "Frames queued for one client before it is closed 1013.")
+    var outboundQueue = 256
+
+    @Option(name: .customLong("ping-interval"), help: "Seconds between WebSocket pings.")
+    var pingInterval: Double = 25
+
+    @Option(name: .customLong("idle-timeout"), help: "Seconds a client may send nothing before it is closed.")
+    var idleTimeout: Double = 60
+
+    @Option(name: .customLong("rate-limit"), help: "API calls a second per system; 0 is off.")
+    var rateLimit = 0
+
+    @Option(name: .customLong("journal-capacity"), help: "Messages the standalone journal keeps for replay.")
+    var journalCapacity = 100_000
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel = "info"
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        var configuration = HeraldConfiguration()
+        configuration.dev = dev
+        configuration.host = host
+        configuration.port = port
+        configuration.advertise = advertise
+        configuration.nodeId = nodeId
+        configuration.adminToken = adminToken ?? environment["HERALD_ADMIN_TOKEN"]
+        configuration.clientIdKeys = clientIdKey ?? environment["HERALD_CLIENT_ID_KEY"]
+        configuration.maxBodyBytes = maxBodyBytes
+        configuration.maxFrameBytes = maxFrameBytes
+        configuration.outboundQueueLimit = outboundQueue
+        configuration.pingInterval = pingInterval
+        configuration.idleTimeout = idleTimeout
+        configuration.rateLimit = rateLimit
+        configuration.journalCapacity = journalCapacity
+
+        guard let level = Logger.Level(rawValue: logLevel) else {
+            throw ValidationError("invalid setting log-level: \(logLevel)")
+        }
+        LoggingSystem.bootstrap { JSONLogHandler(label: $0, level: level) }
+        let logger = Logger(label: "herald")
+        let node: HeraldNode
+        do {
+            node = try HeraldNode(configuration: configuration, logger: logger)
+        } catch {
+            logger.critical("cannot start: \(error)")
+            throw ValidationError(error.description)
+        }
+        if dev, configuration.clientIdKeys == nil {
+            logger.warning("dev mode: using an ephemeral client-ID key; client IDs will not survive a restart")
+        }
+        try await node.run()
+    }
+}

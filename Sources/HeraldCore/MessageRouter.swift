@@ -1,6 +1,6 @@
 /// The business API's meaning, independent of HTTP: resolves client IDs, decides what
 /// is offline or foreign, and hands messages to the bus.
-public struct Router: Sendable {
+public struct MessageRouter: Sendable {
     public let codec: ClientIDCodec
     public let membership: any Membership
     public let bus: any Bus

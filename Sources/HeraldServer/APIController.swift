@@ -1,0 +1,159 @@
+import Foundation
+import HeraldCore
+import Hummingbird
+
+/// The business API: `/api/*`, POST with JSON, answered `{"code","msg","data"}`.
+struct APIController: Sendable {
+    let node: HeraldNodeServices
+
+    func register(to router: Router<HeraldRequestContext>) {
+        let api = router.group("api")
+        api.post("register") { request, _ in try await self.registerSystem(request) }
+        send(api, "send_to_client") { request, systemId in
+            let body = try await request.decodeJSON(SendToClientRequest.self, limit: self.limit)
+            let clientId = try required(body.clientId, "clientId")
+            let messageId = try await self.node.router.sendToClient(systemId: systemId, clientId: clientId, payload: body.send.payload)
+            return .success(["messageId": messageId])
+        }
+        send(api, "send_to_clients") { request, systemId in
+            let body = try await request.decodeJSON(SendToClientsRequest.self, limit: self.limit)
+            guard let clientIds = body.clientIds else { throw HeraldError.invalidField("clientIds", "must be an array of client IDs") }
+            let result = try await self.node.router.sendToClients(systemId: systemId, clientIds: clientIds, payload: body.send.payload)
+            let failed = result.failed.map { FailedClient(clientId: $0.clientId, code: $0.error.code, msg: $0.error.message) }
+            return .success(BatchAnswer(messageId: result.messageId, failed: failed))
+        }
+        send(api, "send_to_group") { request, systemId in
+            let body = try await request.decodeJSON(SendToGroupRequest.self, limit: self.limit)
+            let group = try required(body.groupName, "groupName")
+            let messageId = try await self.node.router.sendToGroup(systemId: systemId, group: group, payload: body.send.payload)
+            return .success(["messageId": messageId])
+        }
+        send(api, "send_to_system") { request, systemId in
+            let body = try await request.decodeJSON(SendFields.self, limit: self.limit)
+            let messageId = try await self.node.router.sendToSystem(systemId: systemId, payload: body.payload)
+            return .success(["messageId": messageId])
+        }
+        call(api, "bind_to_group") { request, systemId in
+            let body = try await request.decodeJSON(BindRequest.self, limit: self.limit)
+            try await self.node.router.bind(
+                systemId: systemId, clientId: try required(body.clientId, "clientId"),
+                group: try required(body.groupName, "groupName"), userId: body.userId ?? "", extend: body.extend ?? "")
+            return .success
+        }
+        call(api, "unbind_from_group") { request, systemId in
+            let body = try await request.decodeJSON(ClientRequest.self, limit: self.limit)
+            try await self.node.router.unbind(
+                systemId: systemId, clientId: try required(body.clientId, "clientId"),
+                group: try required(body.groupName, "groupName"))
+            return .success
+        }
+        call(api, "get_online_list") { request, systemId in
+            let body = try await request.decodeJSON(GroupRequest.self, limit: self.limit)
+            let list = self.node.router.onlineList(systemId: systemId, group: try required(body.groupName, "groupName"))
+            return .success(OnlineList(count: list.count, list: list))
+        }
+        call(api, "client_status") { request, systemId in
+            let body = try await request.decodeJSON(ClientRequest.self, limit: self.limit)
+            let status = try self.node.router.status(systemId: systemId, clientId: try required(body.clientId, "clientId"))
+            return .success(ClientStatus(online: status.online, groups: status.groups))
+        }
+        call(api, "close_client") { request, systemId in
+            let body = try await request.decodeJSON(ClientRequest.self, limit: self.limit)
+            try await self.node.router.close(systemId: systemId, clientId: try required(body.clientId, "clientId"))
+            return .success
+        }
+    }
+
+    private var limit: Int { node.configuration.maxBodyBytes }
+
+    /// A route for an authenticated system.
+    private func call(
+        _ group: RouterGroup<HeraldRequestContext>, _ path: String,
+        _ handler: @escaping @Sendable (Request, String) async throws -> APIAnswer
+    ) {
+        group.post(RouterPath(path)) { request, _ in
+            let systemId = try await self.authenticate(request)
+            return try await handler(request, systemId).response
+        }
+    }
+
+    /// A send route: authenticated, and idempotent under an `Idempotency-Key` header.
+    private func send(
+        _ group: RouterGroup<HeraldRequestContext>, _ path: String,
+        _ handler: @escaping @Sendable (Request, String) async throws -> APIAnswer
+    ) {
+        group.post(RouterPath(path)) { request, _ in
+            let systemId = try await self.authenticate(request)
+            guard let key = request.header("Idempotency-Key"), !key.isEmpty else {
+                return try await handler(request, systemId).response
+            }
+            // The body is read before the cache is consulted so a repeat never streams twice.
+            var collected = request
+            _ = try await collected.collectBody(upTo: self.limit + 1)
+            let replayable = collected
+            let answer = await self.node.idempotency.answer(for: "\(systemId)\n\(path)\n\(key)") {
+                do {
+                    return try await handler(replayable, systemId)
+                } catch let error as HeraldError {
+                    return .failure(error)
+                } catch {
+                    return .failure(.malformedJSON("\(error)"))
+                }
+            }
+            return answer.response
+        }
+    }
+
+    /// Checks SystemId, the system's secret and its rate; answers the system id.
+    private func authenticate(_ request: Request) async throws -> String {
+        guard let systemId = request.header("SystemId"), !systemId.isEmpty else {
+            throw HeraldError.invalidField("SystemId", "header is required")
+        }
+        guard let system = try await node.systems.lookup(systemId) else { throw HeraldError.unknownSystem(systemId) }
+        guard system.accepts(secret: request.bearerToken) else {
+            throw HeraldError.unauthorized("missing or wrong secret for system \(systemId): send Authorization: Bearer <secret>")
+        }
+        guard node.rateLimiter.allow(systemId) else { throw HeraldError.rateLimited }
+        node.metrics.apiCalls.increment()
+        return systemId
+    }
+
+    private func registerSystem(_ request: Request) async throws -> Response {
+        let needsToken = !node.configuration.dev
+        if needsToken, !node.isAdmin(request) {
+            throw HeraldError.unauthorized("register needs the admin token: Authorization: Bearer <admin token>")
+        }
+        let body = try await request.decodeJSON(RegisterRequest.self, limit: limit)
+        let systemId = try required(body.systemId, "systemId")
+        guard systemId.utf8.count <= 128, !systemId.contains(where: { $0.isNewline || $0 == "/" }) else {
+            throw HeraldError.invalidField("systemId", "must be at most 128 bytes, without '/' or line breaks")
+        }
+        if let secret = body.secret, secret.isEmpty { throw HeraldError.invalidField("secret", "must not be empty") }
+        let record = SystemRecord(
+            systemId: systemId, secret: body.secret, clientAuth: body.clientAuth ?? true, sealer: node.router.codec)
+        try await node.systems.register(record)
+        node.logger.info("system registered", metadata: ["system": .string(systemId), "clientAuth": "\(record.clientAuth)"])
+        return APIAnswer.success.response
+    }
+}
+
+struct FailedClient: Encodable {
+    var clientId: String
+    var code: Int
+    var msg: String
+}
+
+struct BatchAnswer: Encodable {
+    var messageId: String
+    var failed: [FailedClient]
+}
+
+struct OnlineList: Encodable {
+    var count: Int
+    var list: [PresenceInfo]
+}
+
+struct ClientStatus: Encodable {
+    var online: Bool
+    var groups: [String]
+}

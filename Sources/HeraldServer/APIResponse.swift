@@ -1,0 +1,58 @@
+import Foundation
+import HeraldCore
+import Hummingbird
+
+/// A finished API answer: status and `{"code","msg","data"}` body. Sendable, so it can be
+/// remembered for idempotent repeats.
+struct APIAnswer: Sendable {
+    var status: Int
+    var body: Data
+
+    private struct Envelope<Payload: Encodable>: Encodable {
+        var code: Int
+        var msg: String
+        var data: Payload
+    }
+
+    static func success(_ data: some Encodable) -> APIAnswer {
+        APIAnswer(status: 200, body: encode(Envelope(code: 0, msg: "success", data: data)))
+    }
+
+    static let success = APIAnswer(status: 200, body: encode(Envelope<JSONValue>(code: 0, msg: "success", data: .null)))
+
+    static func failure(_ error: HeraldError) -> APIAnswer {
+        APIAnswer(status: error.status, body: encode(Envelope(code: error.code, msg: error.message, data: error.data ?? .null)))
+    }
+
+    static func encode(_ value: some Encodable) -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
+        // Our envelopes hold only plain JSON values, so encoding cannot fail.
+        return try! encoder.encode(value)
+    }
+
+    var response: Response {
+        Response(
+            status: HTTPResponse.Status(code: status), headers: [.contentType: "application/json; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(bytes: body)))
+    }
+}
+
+/// Turns anything a route throws into the contract's error body, so no failure answers 200
+/// or leaks a framework error page.
+struct APIErrorMiddleware: RouterMiddleware {
+    typealias Context = HeraldRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HeraldError {
+            return APIAnswer.failure(error).response
+        } catch let error as HTTPError where error.status == .notFound {
+            return APIAnswer.failure(HeraldError(code: 4004, status: 404, message: "no route \(request.uri.path)")).response
+        } catch let error as HTTPError {
+            let status = error.status.code
+            return APIAnswer.failure(HeraldError(code: status * 10, status: status, message: error.body ?? "\(error.status)")).response
+        }
+    }
+}

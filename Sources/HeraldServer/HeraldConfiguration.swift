@@ -1,0 +1,70 @@
+import HeraldCore
+
+/// Everything a node needs to start, already validated.
+public struct HeraldConfiguration: Sendable {
+    public var host = "0.0.0.0"
+    public var port = 7800
+    /// The address other nodes and client IDs use to reach this node; host:port by default.
+    public var advertise: String?
+    public var nodeId: String?
+    /// Development mode: /api/register needs no admin token and a missing client-ID key is generated.
+    public var dev = false
+    public var adminToken: String?
+    /// Comma-separated base64 keys; the first seals new client IDs, all open old ones.
+    public var clientIdKeys: String?
+    public var maxBodyBytes = 1 << 20
+    public var maxFrameBytes = 64 << 10
+    /// Frames waiting for one slow client before it is closed with 1013.
+    public var outboundQueueLimit = 256
+    public var pingInterval: Double = 25
+    public var idleTimeout: Double = 60
+    /// API calls a second per system; 0 turns the limit off.
+    public var rateLimit = 0
+    public var journalCapacity = 100_000
+    public var traceCapacity = 100_000
+    /// How long shutdown waits for clients to take their 1001 close.
+    public var shutdownGrace: Double = 2
+
+    public init() {}
+
+    public var advertisedAddress: String {
+        advertise ?? "\(host == "0.0.0.0" ? "127.0.0.1" : host):\(port)"
+    }
+
+    /// Checks the settings together and builds the client-ID codec. Errors name the setting.
+    public func validated() throws(ConfigurationError) -> ClientIDCodec {
+        guard (0...65535).contains(port) else { throw .invalid("port", "must be 0-65535, got \(port)") }
+        guard maxBodyBytes > 0 else { throw .invalid("max-body-bytes", "must be positive") }
+        guard maxFrameBytes > 0 else { throw .invalid("max-frame-bytes", "must be positive") }
+        guard outboundQueueLimit > 0 else { throw .invalid("outbound-queue", "must be positive") }
+        guard pingInterval > 0 else { throw .invalid("ping-interval", "must be positive") }
+        guard idleTimeout > 0 else { throw .invalid("idle-timeout", "must be positive") }
+        guard rateLimit >= 0 else { throw .invalid("rate-limit", "must be 0 (off) or positive") }
+        guard journalCapacity > 0 else { throw .invalid("journal-capacity", "must be positive") }
+        guard advertisedAddress.utf8.count <= ClientIDCodec.maxAddressBytes else {
+            throw .invalid("advertise", "must be at most \(ClientIDCodec.maxAddressBytes) bytes")
+        }
+        if !dev, (adminToken ?? "").isEmpty {
+            throw .invalid("admin-token", "is required without --dev (--admin-token or HERALD_ADMIN_TOKEN)")
+        }
+        guard let keys = clientIdKeys, !keys.isEmpty else {
+            if dev { return try! ClientIDCodec(base64Keys: ClientIDCodec.generateKey()) }
+            throw .invalid("client-id-key", "is required without --dev (--client-id-key or HERALD_CLIENT_ID_KEY; `herald keygen` makes one)")
+        }
+        do {
+            return try ClientIDCodec(base64Keys: keys)
+        } catch {
+            throw .invalid("client-id-key", error.description)
+        }
+    }
+}
+
+public enum ConfigurationError: Error, CustomStringConvertible {
+    case invalid(String, String)
+
+    public var description: String {
+        switch self {
+        case .invalid(let setting, let why): "invalid setting \(setting): \(why)"
+        }
+    }
+}

@@ -1,0 +1,32 @@
+import Metrics
+import Prometheus
+
+/// The node's metrics, registered on its own Prometheus registry (no global bootstrap, so
+/// several nodes can live in one process).
+struct HeraldMetrics: Sendable {
+    let registry: PrometheusCollectorRegistry
+    let connections: Metrics.Meter
+    let apiCalls: Metrics.Counter
+    let framesSent: Metrics.Counter
+    let refusedConnections: Metrics.Counter
+    let slowConsumerCloses: Metrics.Counter
+    let idleCloses: Metrics.Counter
+    let messagesPublished: Metrics.Counter
+
+    init() {
+        let registry = PrometheusCollectorRegistry()
+        let factory = PrometheusMetricsFactory(registry: registry)
+        self.registry = registry
+        connections = Metrics.Meter(label: "herald_connections", factory: factory)
+        apiCalls = Metrics.Counter(label: "herald_api_calls_total", factory: factory)
+        framesSent = Metrics.Counter(label: "herald_frames_sent_total", factory: factory)
+        refusedConnections = Metrics.Counter(label: "herald_refused_connections_total", factory: factory)
+        slowConsumerCloses = Metrics.Counter(label: "herald_slow_consumer_closes_total", factory: factory)
+        idleCloses = Metrics.Counter(label: "herald_idle_closes_total", factory: factory)
+        messagesPublished = Metrics.Counter(label: "herald_messages_published_total", factory: factory)
+    }
+
+    func exposition() -> String {
+        registry.emitToString()
+    }
+}

@@ -1,0 +1,89 @@
+import HeraldCore
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import ServiceLifecycle
+
+/// One Herald node: the HTTP API, the WebSocket endpoint and the ops routes, run until
+/// SIGTERM or SIGINT, then drained (every client closed with 1001) and stopped.
+public struct HeraldNode: Sendable {
+    let services: HeraldNodeServices
+    let logger: Logger
+
+    public init(configuration: HeraldConfiguration, logger: Logger) throws(ConfigurationError) {
+        let codec = try configuration.validated()
+        self.logger = logger
+        self.services = HeraldNodeServices(configuration: configuration, codec: codec, logger: logger)
+    }
+
+    /// Runs until a shutdown signal. `onListening` gets the bound port (useful with port 0).
+    public func run(onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
+        let configuration = services.configuration
+        let router = Router(context: HeraldRequestContext.self)
+        router.add(middleware: MethodGuard())
+        router.add(middleware: APIErrorMiddleware())
+        APIController(node: services).register(to: router)
+        AdminController(node: services).register(to: router)
+        WebSocketEndpoint(node: services).register(to: router)
+
+        let webSocket = WebSocketServerConfiguration(
+            maxFrameSize: configuration.maxFrameBytes,
+            autoPing: .enabled(timePeriod: .milliseconds(Int64(configuration.pingInterval * 1000))),
+            closeTimeout: .seconds(3))
+        let logger = self.logger
+        let app = Application(
+            router: router,
+            server: .http1WebSocketUpgrade(webSocketRouter: router, configuration: .init(ws: webSocket)),
+            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "Herald"),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? configuration.port
+                logger.info(
+                    "herald listening",
+                    metadata: ["host": .string(configuration.host), "port": "\(port)", "node": .string(services.membership.local.nodeId)])
+                await onListening(port)
+            },
+            logger: logger)
+        // Services shut down in reverse order: the drain runs first, while the server still writes.
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: app), .init(service: ConnectionDrain(node: services))],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        try await group.run()
+        logger.info("herald stopped")
+    }
+}
+
+/// On shutdown: refuse new clients, close every client with 1001, wait briefly for them to go.
+struct ConnectionDrain: Service {
+    let node: HeraldNodeServices
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        node.startDraining()
+        let sinks = node.registry.allSinks()
+        node.logger.info("draining", metadata: ["clients": "\(sinks.count)"])
+        for sink in sinks {
+            sink.close(code: 1001, reason: "server is shutting down")
+        }
+        let deadline = ContinuousClock.now + .milliseconds(Int64(node.configuration.shutdownGrace * 1000))
+        while node.registry.count > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+}
+
+/// `/api/*` takes POST only: anything else is 405 with the contract's body.
+struct MethodGuard: RouterMiddleware {
+    typealias Context = HeraldRequestContext
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if request.uri.path.hasPrefix("/api/"), request.method != .post {
+            return APIAnswer.failure(
+                HeraldError(code: 4050, status: 405, message: "\(request.method) not allowed: /api routes take POST")
+            ).response
+        }
+        return try await next(request, context)
+    }
+}

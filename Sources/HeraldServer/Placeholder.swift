@@ -1,5 +1,0 @@
-import Hummingbird
-import HummingbirdWebSocket
-import JWTKit
-import Prometheus
-import ServiceLifecycle

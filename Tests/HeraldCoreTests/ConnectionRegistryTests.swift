@@ -1,0 +1,225 @@
+import Testing
+
+@testable import HeraldCore
+
+@Suite("ConnectionRegistry")
+struct ConnectionRegistryTests {
+    let registry = ConnectionRegistry()
+
+    @discardableResult
+    func add(_ serial: UInt64, system: String = "s1", user: String = "") -> FakeSink {
+        let sink = FakeSink()
+        registry.add(
+            registry.makeConnection(serial: serial, clientId: "c\(serial)", systemId: system, userId: user, sink: sink))
+        return sink
+    }
+
+    @Test func addAndRemove() {
+        #expect(registry.count == 0)
+        let sink = add(1, user: "u1")
+        add(2)
+        #expect(registry.count == 2)
+        let connection = registry.connection(serial: 1)
+        #expect(connection?.clientId == "c1")
+        #expect(connection?.systemId == "s1")
+        #expect(connection?.userId == "u1")
+        #expect(connection?.groups.isEmpty == true)
+        #expect(connection.map { $0.sink === sink } == true)
+
+        #expect(registry.remove(serial: 1).isEmpty)
+        #expect(registry.connection(serial: 1) == nil)
+        #expect(registry.count == 1)
+        // Removing twice, or something unknown, changes nothing.
+        #expect(registry.remove(serial: 1).isEmpty)
+        #expect(registry.remove(serial: 999).isEmpty)
+        #expect(registry.count == 1)
+        #expect(registry.allSinks().count == 1)
+    }
+
+    @Test func bindAnnouncesToEveryMemberIncludingTheNewOne() throws {
+        let a = add(1, user: "ua")
+        let b = add(2, user: "ub")
+
+        let first = try #require(registry.bind(serial: 1, group: "g", userId: "", extend: "x1"))
+        #expect(first.group == "g")
+        #expect(first.info == PresenceInfo(clientId: "c1", userId: "ua", extend: "x1"))
+        #expect(first.audience.count == 1)
+        #expect(contains(first.audience, a))
+
+        let second = try #require(registry.bind(serial: 2, group: "g", userId: "override", extend: "x2"))
+        #expect(second.info == PresenceInfo(clientId: "c2", userId: "override", extend: "x2"))
+        #expect(second.audience.count == 2)
+        #expect(contains(second.audience, a))
+        #expect(contains(second.audience, b))
+
+        // Binding again announces nothing, but updates what presence shows.
+        let again = try #require(registry.bind(serial: 2, group: "g", userId: "later", extend: "x3"))
+        #expect(again.audience.isEmpty)
+        #expect(registry.members(of: GroupKey(systemId: "s1", name: "g")).count == 2)
+        #expect(registry.presence(of: GroupKey(systemId: "s1", name: "g")).map(\.userId) == ["ua", "later"])
+        #expect(registry.connection(serial: 2)?.groups == ["g"])
+
+        // An unknown connection cannot bind.
+        #expect(registry.bind(serial: 77, group: "g", userId: "", extend: "") == nil)
+        #expect(registry.members(of: GroupKey(systemId: "s1", name: "g")).count == 2)
+    }
+
+    @Test func unbindAnnouncesToTheRemainingMembers() throws {
+        let a = add(1)
+        let b = add(2)
+        let c = add(3)
+        for serial: UInt64 in [1, 2, 3] { _ = registry.bind(serial: serial, group: "g", userId: "u\(serial)", extend: "") }
+
+        let change = try #require(registry.unbind(serial: 2, group: "g"))
+        #expect(change.group == "g")
+        #expect(change.info == PresenceInfo(clientId: "c2", userId: "u2", extend: ""))
+        #expect(change.audience.count == 2)
+        #expect(contains(change.audience, a))
+        #expect(contains(change.audience, c))
+        #expect(!contains(change.audience, b))
+        #expect(registry.connection(serial: 2)?.groups.isEmpty == true)
+        #expect(registry.presence(of: GroupKey(systemId: "s1", name: "g")).map(\.clientId) == ["c1", "c3"])
+
+        // Not bound (any more): an empty audience.
+        let notBound = try #require(registry.unbind(serial: 2, group: "g"))
+        #expect(notBound.audience.isEmpty)
+        let neverBound = try #require(registry.unbind(serial: 1, group: "other"))
+        #expect(neverBound.audience.isEmpty)
+        #expect(registry.unbind(serial: 99, group: "g") == nil)
+
+        // The last member leaving empties the group.
+        _ = registry.unbind(serial: 1, group: "g")
+        let last = try #require(registry.unbind(serial: 3, group: "g"))
+        #expect(last.audience.isEmpty)
+        #expect(registry.members(of: GroupKey(systemId: "s1", name: "g")).isEmpty)
+        #expect(registry.presence(of: GroupKey(systemId: "s1", name: "g")).isEmpty)
+    }
+
+    @Test func removeLeavesEveryGroup() throws {
+        let a = add(1)
+        let b = add(2)
+        add(3)
+        for group in ["g1", "g2", "g3"] { _ = registry.bind(serial: 1, group: group, userId: "", extend: "") }
+        _ = registry.bind(serial: 2, group: "g1", userId: "", extend: "")
+        _ = registry.bind(serial: 3, group: "g2", userId: "", extend: "")
+        _ = registry.bind(serial: 2, group: "g2", userId: "", extend: "")
+
+        let changes = registry.remove(serial: 1)
+        #expect(changes.map(\.group) == ["g1", "g2", "g3"])
+        #expect(changes.allSatisfy { $0.info.clientId == "c1" })
+        #expect(changes[0].audience.count == 1)
+        #expect(contains(changes[0].audience, b))
+        #expect(changes[1].audience.count == 2)
+        #expect(!contains(changes[1].audience, a))
+        #expect(changes[2].audience.isEmpty)
+
+        #expect(registry.presence(of: GroupKey(systemId: "s1", name: "g1")).map(\.clientId) == ["c2"])
+        #expect(registry.presence(of: GroupKey(systemId: "s1", name: "g2")).map(\.clientId) == ["c2", "c3"])
+        #expect(registry.members(of: GroupKey(systemId: "s1", name: "g3")).isEmpty)
+        #expect(registry.clients(ofSystem: "s1").count == 2)
+    }
+
+    @Test func oneClientInTwoHundredGroups() throws {
+        add(1)
+        let other = add(2)
+        for index in 0..<200 {
+            let change = try #require(registry.bind(serial: 1, group: "g\(index)", userId: "", extend: ""))
+            #expect(change.audience.count == 1)
+        }
+        _ = registry.bind(serial: 2, group: "g150", userId: "", extend: "")
+        #expect(registry.connection(serial: 1)?.groups.count == 200)
+
+        let changes = registry.remove(serial: 1)
+        #expect(changes.count == 200)
+        #expect(Set(changes.map(\.group)) == Set((0..<200).map { "g\($0)" }))
+        let withAudience = changes.filter { !$0.audience.isEmpty }
+        #expect(withAudience.map(\.group) == ["g150"])
+        #expect(withAudience.first.map { contains($0.audience, other) } == true)
+        for index in 0..<200 where index != 150 {
+            #expect(registry.members(of: GroupKey(systemId: "s1", name: "g\(index)")).isEmpty)
+        }
+    }
+
+    @Test func fiveHundredClientsInOneGroup() throws {
+        let key = GroupKey(systemId: "s1", name: "big")
+        var sinks: [FakeSink] = []
+        for serial: UInt64 in 1...500 {
+            sinks.append(add(serial))
+            let change = try #require(registry.bind(serial: serial, group: "big", userId: "", extend: ""))
+            #expect(change.audience.count == Int(serial))
+        }
+        #expect(registry.members(of: key).count == 500)
+        let presence = registry.presence(of: key)
+        #expect(presence.count == 500)
+        #expect(presence.map(\.clientId) == presence.map(\.clientId).sorted())
+
+        let changes = registry.remove(serial: 250)
+        #expect(changes.count == 1)
+        #expect(changes[0].audience.count == 499)
+        #expect(!contains(changes[0].audience, sinks[249]))
+        #expect(registry.members(of: key).count == 499)
+    }
+
+    @Test func groupsBelongToOneSystem() throws {
+        let a = add(1, system: "s1")
+        let b = add(2, system: "s2")
+        let joinA = try #require(registry.bind(serial: 1, group: "room", userId: "", extend: ""))
+        let joinB = try #require(registry.bind(serial: 2, group: "room", userId: "", extend: ""))
+        #expect(joinA.audience.count == 1)
+        #expect(joinB.audience.count == 1)
+        #expect(contains(joinB.audience, b))
+        #expect(!contains(joinB.audience, a))
+
+        let room1 = registry.members(of: GroupKey(systemId: "s1", name: "room"))
+        let room2 = registry.members(of: GroupKey(systemId: "s2", name: "room"))
+        #expect(room1.count == 1 && contains(room1, a))
+        #expect(room2.count == 1 && contains(room2, b))
+        #expect(registry.presence(of: GroupKey(systemId: "s2", name: "room")).map(\.clientId) == ["c2"])
+
+        let leave = try #require(registry.unbind(serial: 1, group: "room"))
+        #expect(leave.audience.isEmpty)
+        #expect(registry.members(of: GroupKey(systemId: "s2", name: "room")).count == 1)
+    }
+
+    @Test func presenceIsSortedByClientID() {
+        for (serial, id) in [(UInt64(1), "zeta"), (2, "alpha"), (3, "Mike"), (4, "beta")] {
+            registry.add(registry.makeConnection(serial: serial, clientId: id, systemId: "s", userId: "u\(serial)", sink: FakeSink()))
+            _ = registry.bind(serial: serial, group: "g", userId: "", extend: "e\(serial)")
+        }
+        let presence = registry.presence(of: GroupKey(systemId: "s", name: "g"))
+        #expect(presence.map(\.clientId) == ["Mike", "alpha", "beta", "zeta"])
+        #expect(presence.map(\.userId) == ["u3", "u2", "u4", "u1"])
+        #expect(presence.map(\.extend) == ["e3", "e2", "e4", "e1"])
+        #expect(registry.presence(of: GroupKey(systemId: "s", name: "nobody")).isEmpty)
+    }
+
+    @Test func clientsOfSystem() {
+        let a = add(1, system: "s1")
+        let b = add(2, system: "s1")
+        let c = add(3, system: "s2")
+        let s1 = registry.clients(ofSystem: "s1")
+        #expect(s1.count == 2)
+        #expect(contains(s1, a) && contains(s1, b) && !contains(s1, c))
+        #expect(registry.clients(ofSystem: "s2").count == 1)
+        #expect(registry.clients(ofSystem: "s3").isEmpty)
+        registry.remove(serial: 1)
+        registry.remove(serial: 2)
+        #expect(registry.clients(ofSystem: "s1").isEmpty)
+        #expect(registry.allSinks().count == 1)
+    }
+
+    @Test func concurrentBindsAndRemovesStayConsistent() async {
+        for serial: UInt64 in 1...200 { add(serial) }
+        await withTaskGroup(of: Void.self) { group in
+            for serial: UInt64 in 1...200 {
+                group.addTask { [registry] in
+                    _ = registry.bind(serial: serial, group: "g\(serial % 4)", userId: "", extend: "")
+                    if serial % 2 == 0 { registry.remove(serial: serial) }
+                }
+            }
+        }
+        #expect(registry.count == 100)
+        let total = (0..<4).map { registry.members(of: GroupKey(systemId: "s1", name: "g\($0)")).count }.reduce(0, +)
+        #expect(total == 100)
+    }
+}
