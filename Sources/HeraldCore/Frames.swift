@@ -56,7 +56,7 @@ struct ClientIDData: Encodable {
 public enum FrameEncoding {
     static func encode(_ value: some Encodable) -> String {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
+        encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
         // Encoding our own frame types cannot fail: every field is a plain JSON value.
         let data = try! encoder.encode(value)
         return String(decoding: data, as: UTF8.self)

@@ -98,7 +98,8 @@ struct Serve: AsyncParsableCommand {
             node = try HeraldNode(configuration: configuration, logger: logger)
         } catch {
             logger.critical("cannot start: \(error)")
-            throw ValidationError(error.description)
+            FileHandle.standardError.write(Data("herald: \(error)\n".utf8))
+            throw ExitCode(2)
         }
         if dev, configuration.clientIdKeys == nil {
             logger.warning("dev mode: using an ephemeral client-ID key; client IDs will not survive a restart")

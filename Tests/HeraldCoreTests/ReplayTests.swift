@@ -82,7 +82,7 @@ struct ReplayTests {
         await #expect(processExitsWith: .success) {
             let texts = ["-99999999999999999d", "+9223372036854775807ms", "-9223372036854775807h"]
             for text in texts {
-                do {
+                do throws(HeraldError) {
                     _ = try ReplayFilter.parse(["since": text], now: 1_795_860_000_000)
                     exit(1)
                 } catch {

@@ -11,10 +11,10 @@ struct RouterTests {
         _ code: Int, sourceLocation: SourceLocation = #_sourceLocation,
         _ body: () async throws(HeraldError) -> Void
     ) async {
-        do {
+        do throws(HeraldError) {
             try await body()
             Issue.record("expected HeraldError \(code), nothing was thrown", sourceLocation: sourceLocation)
-        } catch let error as HeraldError {
+        } catch {
             #expect(error.code == code, "\(error)", sourceLocation: sourceLocation)
         }
     }
@@ -84,10 +84,10 @@ struct RouterTests {
     }
 
     @Test func errorsCarryTheMessageIDTheyWereTracedUnder() async throws {
-        do {
+        do throws(HeraldError) {
             _ = try await h.router.sendToClient(systemId: "shop", clientId: "nope", payload: PushPayload())
             Issue.record("expected 4001")
-        } catch let error as HeraldError {
+        } catch {
             #expect(error.code == 4001)
             guard case .object(let data)? = error.data, case .string(let messageId)? = data["messageId"] else {
                 Issue.record("no messageId in \(String(describing: error.data))")
@@ -117,10 +117,10 @@ struct RouterTests {
     @Test func removedClientIs4040() async throws {
         let client = h.connect(system: "shop")
         h.registry.remove(serial: client.serial)
-        do {
+        do throws(HeraldError) {
             _ = try await h.router.sendToClient(systemId: "shop", clientId: client.raw, payload: PushPayload())
             Issue.record("expected 4040")
-        } catch let error as HeraldError {
+        } catch {
             #expect(error.code == 4040)
             #expect(error.status == 404)
             guard case .object(let data)? = error.data, case .string(let messageId)? = data["messageId"] else {

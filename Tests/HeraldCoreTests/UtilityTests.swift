@@ -301,7 +301,7 @@ struct MiscTests {
         try await directory.register(locked)
         #expect(try await directory.lookup("locked") == locked)
         #expect(try await directory.lookup("missing") == nil)
-        do {
+        do throws(HeraldError) {
             try await directory.register(SystemRecord(systemId: "locked", secret: nil, clientAuth: false, sealer: codec))
             Issue.record("expected 4090")
         } catch {
