@@ -30,7 +30,7 @@ struct ClientIDCodecTests {
         #expect(opened.address == Self.address40)
         #expect(opened.slot == .max)
         #expect(opened.epoch == .max)
-        #expect(opened.serial == .max - 1)
+        #expect(opened.serial == UInt64.max - 1)
         #expect(opened.systemTag == id.systemTag)
         #expect(opened.belongs(to: "system-with-long-name"))
 

@@ -27,6 +27,9 @@ struct ReplayTests {
         #expect(try parse(["since": "2026-11-28T12:00:00+02:00"]).since == Self.now)
         #expect(try parse(["since": "2026-11-28T09:30:00.125-00:30"]).since == Self.now + 125)
         #expect(try parse(["since": "1970-01-01T00:00:00Z"]).since == 0)
+        // RFC 3339 allows any number of fraction digits (Go's RFC3339Nano writes nine).
+        #expect(try parse(["since": "2026-11-28T10:00:00.123456Z"]).since == Self.now + 123)
+        #expect(try parse(["since": "2026-11-28T10:00:00.123456789Z"]).since == Self.now + 123)
         #expect(try parse(["since": " 2026-11-28T10:00:00Z "]).since == Self.now)
         let both = try parse(["since": "2026-11-28T09:00:00Z", "until": "2026-11-28T10:00:00Z"])
         #expect(both.since == Self.now - 3_600_000)

@@ -1,0 +1,2 @@
+// librdkafka from Debian's librdkafka-dev.
+#include <librdkafka/rdkafka.h>

@@ -1,0 +1,3 @@
+import HeraldCore
+import HeraldEtcd
+import HeraldKafka

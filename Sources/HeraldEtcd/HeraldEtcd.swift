@@ -1,0 +1,1 @@
+// HeraldEtcd: etcd v3 JSON gateway client. Knows nothing of Herald.

@@ -1,0 +1,1 @@
+// HeraldKafka: safe async Swift over librdkafka. Knows nothing of Herald.

@@ -1,0 +1,3 @@
+import Testing
+@testable import HeraldEtcd
+@Test func etcdPlaceholder() { #expect(Bool(true)) }

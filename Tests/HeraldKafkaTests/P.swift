@@ -1,0 +1,3 @@
+import Testing
+@testable import HeraldKafka
+@Test func kafkaPlaceholder() { #expect(Bool(true)) }
