@@ -2,14 +2,22 @@
 /// binds, unbinds and closes, and records what happened for the trace.
 public final class Delivery: Sendable {
     private let registry: ConnectionRegistry
-    private let identity: NodeIdentity
+    private let membership: any Membership
     private let trace: any TraceRecorder
 
-    public init(registry: ConnectionRegistry, identity: NodeIdentity, trace: any TraceRecorder) {
+    public init(registry: ConnectionRegistry, membership: any Membership, trace: any TraceRecorder) {
         self.registry = registry
-        self.identity = identity
+        self.membership = membership
         self.trace = trace
     }
+
+    /// For a node whose identity never changes (tests, tools).
+    public convenience init(registry: ConnectionRegistry, identity: NodeIdentity, trace: any TraceRecorder) {
+        self.init(registry: registry, membership: FixedMembership(local: identity), trace: trace)
+    }
+
+    /// Read on each message: a node that lost and re-claimed its slot has a new epoch.
+    private var identity: NodeIdentity { membership.local }
 
     public func deliver(_ message: BusMessage) {
         switch message.target {
@@ -23,6 +31,7 @@ public final class Delivery: Sendable {
     }
 
     private func deliverToClient(_ message: BusMessage, id: ClientID, raw: String) {
+        let identity = self.identity
         // A node pushes only what was addressed to the slot and epoch it holds.
         guard id.slot == identity.slot, id.epoch == identity.epoch,
             let connection = registry.connection(serial: id.serial), connection.systemId == message.systemId

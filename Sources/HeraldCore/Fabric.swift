@@ -84,3 +84,46 @@ public struct StandaloneMembership: Membership {
 
     public var isReady: Bool { true }
 }
+
+/// A membership that is just this node, as given.
+struct FixedMembership: Membership {
+    let local: NodeIdentity
+
+    func holds(slot: UInt32, epoch: UInt64) -> Bool {
+        slot == local.slot && epoch == local.epoch
+    }
+
+    var isReady: Bool { true }
+}
+
+/// Who is online across the fabric: the local registry on a standalone node; every live
+/// node, asked in parallel, in a cluster.
+public protocol PresenceDirectory: Sendable {
+    /// The group's members, and the nodes that did not answer in time.
+    func onlineList(systemId: String, group: String) async -> (list: [PresenceInfo], unreachable: [String])
+    /// Whether the client `id` (already checked to be this system's) is online, and its groups.
+    func status(systemId: String, id: ClientID) async throws(HeraldError) -> (online: Bool, groups: [String])
+}
+
+/// The presence of this node's own connections.
+public struct LocalPresence: PresenceDirectory {
+    let registry: ConnectionRegistry
+    let membership: any Membership
+
+    public init(registry: ConnectionRegistry, membership: any Membership) {
+        self.registry = registry
+        self.membership = membership
+    }
+
+    public func onlineList(systemId: String, group: String) async -> (list: [PresenceInfo], unreachable: [String]) {
+        (registry.presence(of: GroupKey(systemId: systemId, name: group)), [])
+    }
+
+    public func status(systemId: String, id: ClientID) async throws(HeraldError) -> (online: Bool, groups: [String]) {
+        let local = membership.local
+        guard id.slot == local.slot, id.epoch == local.epoch,
+            let connection = registry.connection(serial: id.serial), connection.systemId == systemId
+        else { return (false, []) }
+        return (true, connection.groups.sorted())
+    }
+}

@@ -6,16 +6,18 @@ public struct MessageRouter: Sendable {
     public let bus: any Bus
     public let registry: ConnectionRegistry
     public let trace: any TraceRecorder
+    public let presence: any PresenceDirectory
 
     public init(
         codec: ClientIDCodec, membership: any Membership, bus: any Bus, registry: ConnectionRegistry,
-        trace: any TraceRecorder
+        trace: any TraceRecorder, presence: (any PresenceDirectory)? = nil
     ) {
         self.codec = codec
         self.membership = membership
         self.bus = bus
         self.registry = registry
         self.trace = trace
+        self.presence = presence ?? LocalPresence(registry: registry, membership: membership)
     }
 
     private var node: String { membership.local.nodeId }
@@ -114,6 +116,19 @@ public struct MessageRouter: Sendable {
 
     /// Whether a client is online and which groups it is in. An ID that is ours but gone
     /// is simply offline; only a foreign or forged ID is an error.
+    public func clientStatus(systemId: String, clientId raw: String) async throws(HeraldError) -> (online: Bool, groups: [String]) {
+        let id = try codec.open(raw)
+        guard id.belongs(to: systemId) else { throw .foreignClient }
+        guard membership.holds(slot: id.slot, epoch: id.epoch) else { return (false, []) }
+        return try await presence.status(systemId: systemId, id: id)
+    }
+
+    /// The group's members across the fabric, and the nodes that did not answer.
+    public func onlineMembers(systemId: String, group: String) async -> (list: [PresenceInfo], unreachable: [String]) {
+        await presence.onlineList(systemId: systemId, group: group)
+    }
+
+    // Local-only forms, kept for callers that hold no fabric.
     public func status(systemId: String, clientId raw: String) throws(HeraldError) -> (online: Bool, groups: [String]) {
         let id = try codec.open(raw)
         guard id.belongs(to: systemId) else { throw .foreignClient }

@@ -5,7 +5,7 @@ import Synchronization
 /// A registered business system. Its API secret is kept only as a salted hash; when client
 /// auth is on, the secret itself is needed to verify HS256 tokens, so it is also kept
 /// sealed with the cluster key (never in clear).
-public struct SystemRecord: Sendable, Hashable {
+public struct SystemRecord: Sendable, Hashable, Codable {
     public var systemId: String
     public var salt: Data?
     public var secretHash: Data?

@@ -49,12 +49,12 @@ struct APIController: Sendable {
         }
         call(api, "get_online_list") { request, systemId in
             let body = try await request.decodeJSON(GroupRequest.self, limit: self.limit)
-            let list = self.node.router.onlineList(systemId: systemId, group: try required(body.groupName, "groupName"))
-            return .success(OnlineList(count: list.count, list: list))
+            let members = await self.node.router.onlineMembers(systemId: systemId, group: try required(body.groupName, "groupName"))
+            return .success(OnlineList(count: members.list.count, list: members.list, unreachable: members.unreachable.isEmpty ? nil : members.unreachable))
         }
         call(api, "client_status") { request, systemId in
             let body = try await request.decodeJSON(ClientRequest.self, limit: self.limit)
-            let status = try self.node.router.status(systemId: systemId, clientId: try required(body.clientId, "clientId"))
+            let status = try await self.node.router.clientStatus(systemId: systemId, clientId: try required(body.clientId, "clientId"))
             return .success(ClientStatus(online: status.online, groups: status.groups))
         }
         call(api, "close_client") { request, systemId in
@@ -151,6 +151,8 @@ struct BatchAnswer: Encodable {
 struct OnlineList: Encodable {
     var count: Int
     var list: [PresenceInfo]
+    /// Nodes that did not answer in time (cluster only); absent when every node answered.
+    var unreachable: [String]?
 }
 
 struct ClientStatus: Encodable {

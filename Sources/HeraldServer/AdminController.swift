@@ -11,9 +11,8 @@ struct AdminController: Sendable {
         router.get("readyz") { _, _ in
             node.isReady
                 ? APIAnswer.success(["ready": true]).response
-                : APIAnswer(
-                    status: 503,
-                    body: APIAnswer.failure(HeraldError(code: 5030, status: 503, message: "not ready")).body
+                : APIAnswer.failure(
+                    HeraldError(code: 5030, status: 503, message: "not ready: \(node.notReadyReason ?? "starting")")
                 ).response
         }
         router.get("metrics") { _, _ in
@@ -24,13 +23,22 @@ struct AdminController: Sendable {
         let admin = router.group("admin")
         admin.get("nodes") { request, _ in
             try authorize(request)
-            return APIAnswer.success([NodeInfo(identity: node.membership.local, connections: node.registry.count)]).response
+            guard let cluster = node.cluster else {
+                return APIAnswer.success([NodeInfo(identity: node.membership.local, connections: node.registry.count)]).response
+            }
+            let nodes = cluster.membership.liveNodes.map {
+                NodeInfo(
+                    identity: NodeIdentity(nodeId: $0.nodeId, address: $0.address, slot: $0.slot, epoch: $0.epoch, startedAt: $0.startedAt),
+                    connections: $0.nodeId == node.membership.local.nodeId ? node.registry.count : $0.connections)
+            }
+            return APIAnswer.success(nodes).response
         }
         admin.get("replay") { request, _ in
             try authorize(request)
             let filter = try ReplayFilter.parse(Self.options(request))
+            let journal = try node.requireJournal()
             var body = ByteBuffer()
-            for record in node.journal.records(matching: filter) {
+            for record in journal.records(matching: filter) {
                 body.writeBytes(APIAnswer.encode(ReplayLine(record)))
                 body.writeString("\n")
             }
@@ -40,7 +48,7 @@ struct AdminController: Sendable {
             try authorize(request)
             let filter = try ReplayFilter.parse(Self.options(request))
             var count = 0
-            for record in node.journal.records(matching: filter) where !record.message.redelivered {
+            for record in try node.requireJournal().records(matching: filter) where !record.message.redelivered {
                 if try await node.router.redeliver(record.message) { count += 1 }
             }
             return APIAnswer.success(["redelivered": count]).response
@@ -54,6 +62,10 @@ struct AdminController: Sendable {
     }
 
     private func authorize(_ request: Request) throws {
+        try Self.authorize(request, node: node)
+    }
+
+    static func authorize(_ request: Request, node: HeraldNodeServices) throws {
         guard node.isAdmin(request) else {
             throw HeraldError.unauthorized("admin routes need the admin token: Authorization: Bearer <admin token>")
         }
@@ -109,6 +121,17 @@ struct ReplayLine: Encodable {
             "acceptedAt": String(message.acceptedAt), "acceptedBy": message.acceptedBy,
         ]
         if message.redelivered { headers["redelivered"] = "true" }
+    }
+}
+
+extension HeraldNodeServices {
+    func requireJournal() throws -> MessageJournal {
+        guard let journal else {
+            throw HeraldError(
+                code: 4000, status: 400,
+                message: "replay in cluster mode reads Kafka, which this build does not do yet; use a standalone node's journal")
+        }
+        return journal
     }
 }
 

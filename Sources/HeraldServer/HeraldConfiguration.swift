@@ -25,6 +25,20 @@ public struct HeraldConfiguration: Sendable {
     /// How long shutdown waits for clients to take their 1001 close.
     public var shutdownGrace: Double = 2
 
+    // Cluster mode: set `kafka` and `etcd`.
+    /// Kafka bootstrap servers (host:port, comma-separated); nil runs standalone.
+    public var kafka: String?
+    /// etcd client URLs, comma-separated.
+    public var etcd: String?
+    public var leaseTTL = 10
+    public var produceTimeout: Double = 5
+    public var unicastPartitions = 64
+    public var broadcastPartitions = 4
+    public var peerTimeout: Double = 2
+    public var fetchWaitMillis = 10
+
+    public var isCluster: Bool { kafka != nil }
+
     public init() {}
 
     public var advertisedAddress: String {
@@ -43,6 +57,17 @@ public struct HeraldConfiguration: Sendable {
         guard journalCapacity > 0 else { throw .invalid("journal-capacity", "must be positive") }
         guard advertisedAddress.utf8.count <= ClientIDCodec.maxAddressBytes else {
             throw .invalid("advertise", "must be at most \(ClientIDCodec.maxAddressBytes) bytes")
+        }
+        if isCluster {
+            guard let etcd, !etcd.isEmpty else { throw .invalid("etcd", "is required with --kafka (e.g. http://127.0.0.1:2379)") }
+            guard (adminToken ?? "").isEmpty == false else {
+                throw .invalid("admin-token", "is required in cluster mode: nodes authenticate to each other with it")
+            }
+            guard leaseTTL >= 2 else { throw .invalid("lease-ttl", "must be at least 2 seconds") }
+            guard produceTimeout > 0 else { throw .invalid("produce-timeout", "must be positive") }
+            guard unicastPartitions > 0 else { throw .invalid("unicast-partitions", "must be positive") }
+            guard broadcastPartitions > 0 else { throw .invalid("broadcast-partitions", "must be positive") }
+            guard peerTimeout > 0 else { throw .invalid("peer-timeout", "must be positive") }
         }
         if !dev, (adminToken ?? "").isEmpty {
             throw .invalid("admin-token", "is required without --dev (--admin-token or HERALD_ADMIN_TOKEN)")

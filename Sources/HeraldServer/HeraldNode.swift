@@ -1,3 +1,4 @@
+import HeraldCluster
 import HeraldCore
 import Hummingbird
 import HummingbirdWebSocket
@@ -11,10 +12,10 @@ public struct HeraldNode: Sendable {
     let services: HeraldNodeServices
     let logger: Logger
 
-    public init(configuration: HeraldConfiguration, logger: Logger) throws(ConfigurationError) {
+    public init(configuration: HeraldConfiguration, logger: Logger) throws {
         let codec = try configuration.validated()
         self.logger = logger
-        self.services = HeraldNodeServices(configuration: configuration, codec: codec, logger: logger)
+        self.services = try HeraldNodeServices(configuration: configuration, codec: codec, logger: logger)
     }
 
     /// Runs until a shutdown signal. `onListening` gets the bound port (useful with port 0).
@@ -25,6 +26,7 @@ public struct HeraldNode: Sendable {
         router.add(middleware: APIErrorMiddleware())
         APIController(node: services).register(to: router)
         AdminController(node: services).register(to: router)
+        InternalController(node: services).register(to: router)
         WebSocketEndpoint(node: services).register(to: router)
 
         let webSocket = WebSocketServerConfiguration(
@@ -44,10 +46,16 @@ public struct HeraldNode: Sendable {
                 await onListening(port)
             },
             logger: logger)
-        // Services shut down in reverse order: the drain runs first, while the server still writes.
+        // Services shut down in reverse order: the drain runs first, while the server still
+        // writes; then the cluster fabric gives its slot back; then the server stops.
+        var lifecycle: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: app)]
+        if let cluster = services.cluster {
+            lifecycle.append(.init(service: ClusterService(fabric: cluster, node: services)))
+        }
+        lifecycle.append(.init(service: ConnectionDrain(node: services)))
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: app), .init(service: ConnectionDrain(node: services))],
+                services: lifecycle,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         try await group.run()
@@ -70,6 +78,29 @@ struct ConnectionDrain: Service {
         let deadline = ContinuousClock.now + .milliseconds(Int64(node.configuration.shutdownGrace * 1000))
         while node.registry.count > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
+}
+
+/// Runs the cluster fabric (membership, consumption, probes) until shutdown.
+struct ClusterService: Service {
+    let fabric: ClusterFabric
+    let node: HeraldNodeServices
+
+    func run() async throws {
+        let registry = node.registry
+        let delivery = node.delivery
+        let logger = node.logger
+        await cancelWhenGracefulShutdown {
+            await fabric.run(
+                connections: { registry.count },
+                deliver: { delivery.deliver($0) },
+                onNewEpoch: { identity in
+                    // IDs of the clients here name the old epoch: they must reconnect for new ones.
+                    let sinks = registry.allSinks()
+                    logger.warning("took a new slot; closing local clients", metadata: ["slot": "\(identity.slot)", "clients": "\(sinks.count)"])
+                    for sink in sinks { sink.close(code: 1012, reason: "node re-joined the cluster; reconnect") }
+                })
         }
     }
 }

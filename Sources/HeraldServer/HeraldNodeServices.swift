@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import HeraldCluster
 import HeraldCore
 import Hummingbird
 import Logging
@@ -13,35 +14,55 @@ final class HeraldNodeServices: Sendable {
     let membership: any Membership
     let router: MessageRouter
     let delivery: Delivery
-    let journal: MessageJournal
     let trace: any TraceRecorder
     let systems: any SystemDirectory
+    /// The standalone node's journal; a cluster replays from Kafka instead.
+    let journal: MessageJournal?
+    /// Set in cluster mode.
+    let cluster: ClusterFabric?
     let tokens: TokenVerifier
     let rateLimiter: RateLimiter
     let idempotency = IdempotencyCache<APIAnswer>()
     let metrics = HeraldMetrics()
-    private let draining = Atomic<Bool>(false)
     let serials = Atomic<UInt64>(0)
+    private let draining = Atomic<Bool>(false)
     private let adminTokenDigest: SHA256.Digest?
 
-    /// A standalone node: in-process bus, in-memory journal, trace and system directory.
-    init(configuration: HeraldConfiguration, codec: ClientIDCodec, logger: Logger) {
+    init(configuration: HeraldConfiguration, codec: ClientIDCodec, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
-        let nodeId = configuration.nodeId ?? "standalone-\(configuration.advertisedAddress)"
-        let membership = StandaloneMembership(nodeId: nodeId, address: configuration.advertisedAddress)
         let registry = ConnectionRegistry()
         let trace = InMemoryTrace(capacity: configuration.traceCapacity)
-        let journal = MessageJournal(capacity: configuration.journalCapacity)
-        let delivery = Delivery(registry: registry, identity: membership.local, trace: trace)
-        let bus = LocalBus(journal: journal, delivery: delivery, slot: membership.local.slot)
+        let membership: any Membership
+        let bus: any Bus
+        let delivery: Delivery
+        let presence: any PresenceDirectory
+        if configuration.isCluster {
+            let cluster = try ClusterFabric(settings: configuration.clusterSettings, codec: codec, logger: logger)
+            membership = cluster.membership
+            delivery = Delivery(registry: registry, membership: membership, trace: trace)
+            bus = cluster.bus
+            presence = cluster.presence(local: LocalPresence(registry: registry, membership: membership))
+            self.cluster = cluster
+            self.systems = cluster.systems
+            self.journal = nil
+        } else {
+            let nodeId = configuration.nodeId ?? "standalone-\(configuration.advertisedAddress)"
+            membership = StandaloneMembership(nodeId: nodeId, address: configuration.advertisedAddress)
+            let journal = MessageJournal(capacity: configuration.journalCapacity)
+            delivery = Delivery(registry: registry, membership: membership, trace: trace)
+            bus = LocalBus(journal: journal, delivery: delivery, slot: membership.local.slot)
+            presence = LocalPresence(registry: registry, membership: membership)
+            self.cluster = nil
+            self.systems = InMemorySystemDirectory()
+            self.journal = journal
+        }
         self.registry = registry
         self.membership = membership
         self.trace = trace
-        self.journal = journal
         self.delivery = delivery
-        self.router = MessageRouter(codec: codec, membership: membership, bus: bus, registry: registry, trace: trace)
-        self.systems = InMemorySystemDirectory()
+        self.router = MessageRouter(
+            codec: codec, membership: membership, bus: bus, registry: registry, trace: trace, presence: presence)
         self.tokens = TokenVerifier(codec: codec)
         self.rateLimiter = RateLimiter(perSecond: configuration.rateLimit)
         self.adminTokenDigest = configuration.adminToken.flatMap { $0.isEmpty ? nil : SHA256.hash(data: Data($0.utf8)) }
@@ -51,7 +72,16 @@ final class HeraldNodeServices: Sendable {
 
     func startDraining() { draining.store(true, ordering: .relaxed) }
 
-    var isReady: Bool { !isDraining && membership.isReady }
+    var isReady: Bool { !isDraining && (cluster?.isReady ?? membership.isReady) }
+
+    /// Why the node is not ready, if it is not.
+    var notReadyReason: String? {
+        if isDraining { return "shutting down" }
+        return cluster?.problem
+    }
+
+    /// Whether the node can take clients: it holds a slot to address them by.
+    var holdsSlot: Bool { membership.holds(slot: membership.local.slot, epoch: membership.local.epoch) }
 
     /// Whether the request carries the admin token. Compared as digests, in constant time.
     func isAdmin(_ request: Request) -> Bool {
@@ -59,5 +89,20 @@ final class HeraldNodeServices: Sendable {
         guard let token = request.bearerToken else { return false }
         let given = SHA256.hash(data: Data(token.utf8))
         return zip(expected, given).reduce(UInt8(0)) { $0 | ($1.0 ^ $1.1) } == 0
+    }
+}
+
+extension HeraldConfiguration {
+    var clusterSettings: ClusterSettings {
+        var settings = ClusterSettings(
+            kafka: kafka ?? "", etcd: (etcd ?? "").split(separator: ",").map { String($0) },
+            nodeId: nodeId ?? advertisedAddress, advertise: advertisedAddress, internalToken: adminToken ?? "")
+        settings.leaseTTL = Int64(leaseTTL)
+        settings.produceTimeout = .milliseconds(Int64(produceTimeout * 1000))
+        settings.unicastPartitions = Int32(unicastPartitions)
+        settings.broadcastPartitions = Int32(broadcastPartitions)
+        settings.peerTimeout = .milliseconds(Int64(peerTimeout * 1000))
+        settings.fetchWaitMillis = fetchWaitMillis
+        return settings
     }
 }

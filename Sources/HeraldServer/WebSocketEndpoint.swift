@@ -37,6 +37,9 @@ struct WebSocketEndpoint: Sendable {
         case .goingAway:
             try await outbound.close(.goingAway, reason: "server is shutting down")
             return
+        case .notReady:
+            try await outbound.close(.init(codeNumber: 1013), reason: "node holds no slot yet; try again later")
+            return
         case .admitted(let system, let user):
             systemId = system
             userId = user
@@ -79,10 +82,12 @@ struct WebSocketEndpoint: Sendable {
         case admitted(systemId: String, userId: String)
         case refused(code: Int, message: String)
         case goingAway
+        case notReady
     }
 
     private func admit(systemId: String?, token: String?) async -> Admission {
         if node.isDraining { return .goingAway }
+        if !node.holdsSlot { return .notReady }
         guard let systemId, !systemId.isEmpty else { return .refused(code: -1001, message: "systemId is required") }
         guard let system = try? await node.systems.lookup(systemId) else {
             return .refused(code: -1001, message: "unknown systemId \(systemId)")

@@ -70,6 +70,30 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
+    @Option(help: "Kafka bootstrap servers (host:port,...): runs the node in a cluster (env HERALD_KAFKA).")
+    var kafka: String?
+
+    @Option(help: "etcd client URLs (http://host:port,...), required with --kafka (env HERALD_ETCD).")
+    var etcd: String?
+
+    @Option(name: .customLong("lease-ttl"), help: "Seconds the node's slot outlives it in etcd.")
+    var leaseTTL = 10
+
+    @Option(name: .customLong("produce-timeout"), help: "Seconds a send waits for Kafka before answering 5030.")
+    var produceTimeout: Double = 5
+
+    @Option(name: .customLong("unicast-partitions"), help: "Partitions herald.unicast is created with (the slots).")
+    var unicastPartitions = 64
+
+    @Option(name: .customLong("broadcast-partitions"), help: "Partitions herald.broadcast is created with.")
+    var broadcastPartitions = 4
+
+    @Option(name: .customLong("peer-timeout"), help: "Seconds to wait for another node's answer (online lists, status).")
+    var peerTimeout: Double = 2
+
+    @Option(name: .customLong("fetch-wait-ms"), help: "Kafka fetch.wait.max.ms for the node's consumer.")
+    var fetchWaitMs = 10
+
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
         var configuration = HeraldConfiguration()
@@ -87,6 +111,14 @@ struct Serve: AsyncParsableCommand {
         configuration.idleTimeout = idleTimeout
         configuration.rateLimit = rateLimit
         configuration.journalCapacity = journalCapacity
+        configuration.kafka = kafka ?? environment["HERALD_KAFKA"]
+        configuration.etcd = etcd ?? environment["HERALD_ETCD"]
+        configuration.leaseTTL = leaseTTL
+        configuration.produceTimeout = produceTimeout
+        configuration.unicastPartitions = unicastPartitions
+        configuration.broadcastPartitions = broadcastPartitions
+        configuration.peerTimeout = peerTimeout
+        configuration.fetchWaitMillis = fetchWaitMs
 
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError("invalid setting log-level: \(logLevel)")

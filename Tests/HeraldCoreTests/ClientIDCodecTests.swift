@@ -68,7 +68,8 @@ struct ClientIDCodecTests {
     }
 
     /// The last character of an unpadded base64 text may carry unused low bits. Changing it must
-    /// still be refused: API.md says a tampered ID is answered 4001.
+    /// still be refused: API.md says a tampered ID is answered 4001 (and IDs are URL-safe base64
+    /// without padding, so other spellings of the same bytes were not issued by the cluster).
     @Test func changingTheLastCharacterIsRejected() throws {
         let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
         for addressLength in [38, 39, 40] {
@@ -78,6 +79,12 @@ struct ClientIDCodecTests {
             chars[chars.count - 1] = alphabet[value ^ 1]
             expectBadClientID(String(chars))
         }
+        // Other spellings of the same bytes are not the ID that was issued either.
+        let text = codec.seal(sample())
+        expectBadClientID(text + "=")
+        expectBadClientID("=" + text)
+        let standard = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
+        if standard != text { expectBadClientID(standard) }
     }
 
     @Test func truncatedEmptyGarbageAndOverlongAreRejected() {

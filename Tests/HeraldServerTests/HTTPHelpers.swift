@@ -93,10 +93,10 @@ struct HeraldAPI: Sendable {
     }
 
     /// Register a fresh system with a unique id.
-    func registerSystem(secret: String? = nil, clientAuth: Bool? = nil, adminAuth: String? = nil) async throws
-        -> TestSystem
-    {
-        let id = "t" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(20)
+    func registerSystem(
+        id fixedId: String? = nil, secret: String? = nil, clientAuth: Bool? = nil, adminAuth: String? = nil
+    ) async throws -> TestSystem {
+        let id = fixedId ?? newSystemId()
         var body: [String: JSON] = ["systemId": .string(id)]
         if let secret { body["secret"] = .string(secret) }
         if let clientAuth { body["clientAuth"] = .bool(clientAuth) }
@@ -172,6 +172,10 @@ struct TestSystem: Sendable {
 struct ConnectedClient: Sendable {
     let ws: TestWebSocket
     let clientId: String
+}
+
+func newSystemId() -> String {
+    "t" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(20)
 }
 
 /// Unique names for groups, users and markers.

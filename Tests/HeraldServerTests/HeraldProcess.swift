@@ -93,8 +93,8 @@ final class HeraldInstance: @unchecked Sendable {
             let tag = UUID().uuidString.prefix(8)
             let errURL = tmp.appendingPathComponent("herald-\(port)-\(tag).stderr")
             let outURL = tmp.appendingPathComponent("herald-\(port)-\(tag).stdout")
-            FileManager.default.createFile(atPath: errURL.path, contents: nil)
-            FileManager.default.createFile(atPath: outURL.path, contents: nil)
+            _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+            _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
             let process = Process()
             process.executableURL = URL(fileURLWithPath: HeraldBinary.path)
             process.arguments = args
@@ -195,8 +195,8 @@ func runHerald(_ args: [String], timeout: Duration = .seconds(15)) async throws 
     let tag = UUID().uuidString.prefix(8)
     let errURL = tmp.appendingPathComponent("herald-run-\(tag).stderr")
     let outURL = tmp.appendingPathComponent("herald-run-\(tag).stdout")
-    FileManager.default.createFile(atPath: errURL.path, contents: nil)
-    FileManager.default.createFile(atPath: outURL.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
     let process = Process()
     process.executableURL = URL(fileURLWithPath: HeraldBinary.path)
     process.arguments = args

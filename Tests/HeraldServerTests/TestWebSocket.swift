@@ -274,9 +274,9 @@ private final class FrameCollector: ChannelInboundHandler {
                 var reply = context.channel.allocator.buffer(capacity: 2)
                 reply.writeInteger(UInt16(code ?? 1000))
                 let frame = WebSocketFrame(fin: true, opcode: .connectionClose, maskKey: .random(), data: reply)
-                let ctx = context
+                let channel = context.channel
                 context.writeAndFlush(Self.wrapOutboundOut(frame)).whenComplete { _ in
-                    ctx.close(promise: nil)
+                    channel.close(promise: nil)
                 }
             }
         default:

@@ -1,0 +1,99 @@
+import AsyncHTTPClient
+import HeraldCore
+import HeraldEtcd
+import HeraldKafka
+import Logging
+import Synchronization
+
+/// Everything a node needs to be part of a cluster: the Kafka bus and consumer, the etcd
+/// membership and system directory, and the peer queries for presence.
+public final class ClusterFabric: Sendable {
+    public let settings: ClusterSettings
+    public let membership: ClusterMembership
+    public let bus: KafkaBus
+    public let systems: EtcdSystemDirectory
+    private let admin: KafkaAdmin
+    private let consumer: FabricConsumer
+    private let logger: Logger
+    private let kafkaReachable = Atomic<Bool>(false)
+
+    public init(settings: ClusterSettings, codec: ClientIDCodec, logger: Logger) throws {
+        self.settings = settings
+        self.logger = logger
+        var producerConfig = settings.kafkaBase
+        let timeout = settings.produceTimeout.components.seconds * 1000 + settings.produceTimeout.components.attoseconds / 1_000_000_000_000_000
+        producerConfig["message.timeout.ms"] = String(max(1, timeout))
+        producerConfig["acks"] = "all"
+        producerConfig["linger.ms"] = "0"
+        producerConfig["queue.buffering.max.messages"] = "100000"
+        producerConfig["enable.idempotence"] = "false"
+        let producer = try KafkaProducer(config: producerConfig.merging(settings.kafkaProperties) { $1 }, logger: logger)
+        let admin = try KafkaAdmin(config: settings.kafkaBase, logger: logger)
+        let etcd = EtcdClient(endpoints: settings.etcd, logger: logger)
+        let membership = ClusterMembership(settings: settings, etcd: etcd, admin: admin, logger: logger)
+        self.admin = admin
+        self.membership = membership
+        self.bus = KafkaBus(producer: producer, settings: settings)
+        self.systems = EtcdSystemDirectory(etcd: etcd, membership: membership, prefix: settings.systemsPrefix)
+        self.consumer = FabricConsumer(settings: settings, admin: admin, codec: codec, logger: logger)
+    }
+
+    public func presence(local: LocalPresence, http: HTTPClient = .shared) -> ClusterPresence {
+        ClusterPresence(local: local, membership: membership, settings: settings, http: http)
+    }
+
+    /// Ready: holds a slot, etcd answers, and Kafka answers.
+    public var isReady: Bool {
+        membership.isReady && kafkaReachable.load(ordering: .relaxed) && !bus.lastSendFailed
+    }
+
+    /// Why the node is not ready, if it is not.
+    public var problem: String? {
+        if let problem = membership.problem { return problem }
+        if !kafkaReachable.load(ordering: .relaxed) || bus.lastSendFailed { return "Kafka is unreachable" }
+        return nil
+    }
+
+    /// Creates Herald's topics if missing, then keeps membership, consumption and the Kafka
+    /// probe running until cancelled. `onNewEpoch` is called when the node had to take a
+    /// new slot (its clients' IDs then name a dead epoch).
+    public func run(
+        connections: @escaping @Sendable () -> Int, deliver: @escaping @Sendable (BusMessage) -> Void,
+        onNewEpoch: @escaping @Sendable (NodeIdentity) -> Void
+    ) async {
+        await ensureTopics()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.membership.run(connections: connections) }
+            group.addTask {
+                await self.consumer.run(identities: self.membership.identityChanges, deliver: deliver, onNewEpoch: onNewEpoch)
+            }
+            group.addTask { await self.probeKafka() }
+            await group.waitForAll()
+        }
+        await bus.shutdown()
+    }
+
+    private func ensureTopics() async {
+        while !Task.isCancelled {
+            do {
+                try await admin.createTopic(settings.unicastTopic, partitions: settings.unicastPartitions)
+                try await admin.createTopic(settings.broadcastTopic, partitions: settings.broadcastPartitions)
+                kafkaReachable.store(true, ordering: .relaxed)
+                return
+            } catch {
+                logger.error("cannot create Herald's topics; retrying", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    private func probeKafka() async {
+        while !Task.isCancelled {
+            let reachable = (try? await admin.watermarks(settings.broadcastTopic, partition: 0, timeout: .seconds(2))) != nil
+            if kafkaReachable.exchange(reachable, ordering: .relaxed) != reachable {
+                logger.notice(reachable ? "Kafka reachable" : "Kafka unreachable")
+            }
+            try? await Task.sleep(for: .seconds(2))
+        }
+    }
+}

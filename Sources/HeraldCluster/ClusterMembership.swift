@@ -1,0 +1,263 @@
+import Foundation
+import HeraldCore
+import HeraldEtcd
+import HeraldKafka
+import Logging
+import Synchronization
+
+/// A node as it publishes itself in etcd under `<prefix>nodes/<nodeId>`.
+public struct NodeRecord: Sendable, Hashable, Codable {
+    public var nodeId: String
+    public var address: String
+    public var slot: UInt32
+    public var epoch: UInt64
+    public var startedAt: Int64
+    public var connections: Int
+    public var version: String
+}
+
+/// Membership through etcd: claims a slot (a partition of the unicast topic) under a lease,
+/// publishes this node, and watches the prefix to keep a view of every slot, node and system.
+/// When etcd is unreachable the last view stays in force and the node reports itself unready.
+public final class ClusterMembership: Membership {
+    struct State {
+        var identity: NodeIdentity?
+        var slots: [UInt32: UInt64] = [:]
+        var nodes: [String: NodeRecord] = [:]
+        var systems: [String: SystemRecord] = [:]
+        var etcdReachable = false
+        var problem: String? = "joining the cluster"
+        var lease: Int64?
+    }
+
+    private let settings: ClusterSettings
+    private let etcd: EtcdClient
+    private let admin: KafkaAdmin
+    private let logger: Logger
+    private let startedAt = Clock.nowMillis()
+    private let state = Mutex(State())
+    private let changes: AsyncStream<NodeIdentity>.Continuation
+    /// Every identity this node takes: the first claim, and each re-claim after a lost lease.
+    public let identityChanges: AsyncStream<NodeIdentity>
+
+    init(settings: ClusterSettings, etcd: EtcdClient, admin: KafkaAdmin, logger: Logger) {
+        self.settings = settings
+        self.etcd = etcd
+        self.admin = admin
+        self.logger = logger
+        (identityChanges, changes) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(4))
+    }
+
+    // MARK: Membership
+
+    public var local: NodeIdentity {
+        state.withLock { $0.identity }
+            ?? NodeIdentity(nodeId: settings.nodeId, address: settings.advertise, slot: .max, epoch: 0, startedAt: startedAt)
+    }
+
+    public func holds(slot: UInt32, epoch: UInt64) -> Bool {
+        state.withLock { $0.slots[slot] == epoch }
+    }
+
+    public var isReady: Bool {
+        state.withLock { $0.identity != nil && $0.etcdReachable }
+    }
+
+    /// Why the node is not ready, if it is not.
+    public var problem: String? {
+        state.withLock { state in
+            if let problem = state.problem { return problem }
+            return state.etcdReachable ? nil : "etcd is unreachable; serving from the last view"
+        }
+    }
+
+    public var liveNodes: [NodeRecord] {
+        state.withLock { state in
+            state.nodes.values.filter { state.slots[$0.slot] == $0.epoch }.sorted { $0.slot < $1.slot }
+        }
+    }
+
+    func cachedSystem(_ id: String) -> SystemRecord? {
+        state.withLock { $0.systems[id] }
+    }
+
+    func remember(_ system: SystemRecord) {
+        state.withLock { $0.systems[system.systemId] = system }
+    }
+
+    // MARK: Running
+
+    /// Joins, then keeps the lease, the view and this node's record current, until cancelled.
+    /// A lost lease (etcd says it is gone) leads to a new claim with a new epoch.
+    public func run(connections: @escaping @Sendable () -> Int) async {
+        while !Task.isCancelled {
+            do {
+                let (lease, revision) = try await join(connections: connections())
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { await self.keepAlive(lease) }
+                    group.addTask { await self.watch(from: revision + 1) }
+                    group.addTask { await self.refreshRecord(lease: lease, connections: connections) }
+                    // Only the keepalive returns by itself: the lease is gone.
+                    _ = await group.next()
+                    group.cancelAll()
+                }
+                guard !Task.isCancelled else { break }
+                logger.warning("lease lost; claiming a slot again")
+                state.withLock {
+                    $0.identity = nil
+                    $0.problem = "lease lost; re-joining"
+                }
+            } catch {
+                state.withLock {
+                    $0.problem = "\(error)"
+                    if error is EtcdError { $0.etcdReachable = false }
+                }
+                logger.error("cannot join the cluster", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        changes.finish()
+        await leave()
+    }
+
+    /// Grants a lease, claims the lowest free slot, publishes this node, loads the view.
+    private func join(connections: Int) async throws -> (lease: Int64, revision: Int64) {
+        let lease = try await etcd.grantLease(ttl: settings.leaseTTL).id
+        state.withLock {
+            $0.lease = lease
+            $0.etcdReachable = true
+        }
+        let (slot, epoch) = try await claimSlot(lease: lease)
+        let identity = NodeIdentity(
+            nodeId: settings.nodeId, address: settings.advertise, slot: slot, epoch: epoch, startedAt: startedAt)
+        try await publish(identity, connections: connections, lease: lease)
+        let (kvs, revision) = try await etcd.getPrefix(settings.etcdPrefix)
+        state.withLock { state in
+            state.slots = [:]
+            state.nodes = [:]
+            for kv in kvs { apply(kv, deleted: false, to: &state) }
+            state.identity = identity
+            state.problem = nil
+        }
+        logger.info("joined the cluster", metadata: ["slot": "\(slot)", "epoch": "\(epoch)"])
+        changes.yield(identity)
+        return (lease, revision)
+    }
+
+    private func claimSlot(lease: Int64) async throws -> (UInt32, UInt64) {
+        let value = Array(settings.nodeId.utf8)
+        var count = try await admin.partitionCount(settings.unicastTopic) ?? settings.unicastPartitions
+        var slot: Int32 = 0
+        while true {
+            while slot < count {
+                let (created, kv) = try await etcd.createIfAbsent(settings.slotsPrefix + String(slot), value: value, lease: lease)
+                if created, let kv { return (UInt32(slot), UInt64(kv.createRevision)) }
+                slot += 1
+            }
+            // Every slot is held: grow the topic, where the broker allows it.
+            let total = count + max(4, count / 2)
+            do {
+                try await admin.createPartitions(settings.unicastTopic, total: total)
+                logger.notice("grew \(settings.unicastTopic)", metadata: ["partitions": "\(total)"])
+                count = total
+            } catch {
+                throw ClusterError.noFreeSlot(
+                    "all \(count) slots of \(settings.unicastTopic) are held and the broker refused to add partitions (\(error)); "
+                        + "create \(settings.unicastTopic) with more partitions (--unicast-partitions) or add them on the broker")
+            }
+        }
+    }
+
+    private func publish(_ identity: NodeIdentity, connections: Int, lease: Int64) async throws {
+        let record = NodeRecord(
+            nodeId: identity.nodeId, address: identity.address, slot: identity.slot, epoch: identity.epoch,
+            startedAt: identity.startedAt, connections: connections, version: settings.version)
+        try await etcd.put(settings.nodesPrefix + identity.nodeId, value: Array(try JSONEncoder().encode(record)), lease: lease)
+    }
+
+    /// Renews the lease every TTL/3. Returns only when etcd says the lease is gone; while
+    /// etcd is unreachable it keeps trying and the node keeps serving from its last view.
+    private func keepAlive(_ lease: Int64) async {
+        let period = Duration.milliseconds(settings.leaseTTL * 1000 / 3)
+        while !Task.isCancelled {
+            try? await Task.sleep(for: period)
+            do {
+                guard try await etcd.keepAliveOnce(lease: lease) != nil else { return }
+                markReachable(true)
+            } catch {
+                if markReachable(false) { logger.warning("etcd unreachable", metadata: ["error": "\(error)"]) }
+            }
+        }
+    }
+
+    /// Follows every change under the prefix; after a broken watch, reloads the view and
+    /// watches again from there.
+    private func watch(from start: Int64) async {
+        var next = start
+        while !Task.isCancelled {
+            do {
+                for try await event in etcd.watchPrefix(settings.etcdPrefix, startRevision: next) {
+                    state.withLock { apply(event.kv, deleted: event.kind == .delete, to: &$0) }
+                    next = max(next, event.kv.modRevision + 1, event.revision + 1)
+                }
+            } catch {
+                if Task.isCancelled { return }
+                markReachable(false)
+            }
+            try? await Task.sleep(for: .seconds(1))
+            guard !Task.isCancelled else { return }
+            do {
+                let (kvs, revision) = try await etcd.getPrefix(settings.etcdPrefix)
+                state.withLock { state in
+                    state.slots = [:]
+                    state.nodes = [:]
+                    for kv in kvs { apply(kv, deleted: false, to: &state) }
+                }
+                next = revision + 1
+                markReachable(true)
+            } catch {
+                markReachable(false)
+            }
+        }
+    }
+
+    /// Keeps the published connection count roughly current.
+    private func refreshRecord(lease: Int64, connections: @escaping @Sendable () -> Int) async {
+        var published = -1
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(5))
+            let count = connections()
+            guard count != published, let identity = state.withLock({ $0.identity }) else { continue }
+            if (try? await publish(identity, connections: count, lease: lease)) != nil { published = count }
+        }
+    }
+
+    /// Answers whether reachability changed.
+    @discardableResult
+    private func markReachable(_ reachable: Bool) -> Bool {
+        state.withLock { state in
+            defer { state.etcdReachable = reachable }
+            return state.etcdReachable != reachable
+        }
+    }
+
+    private func apply(_ kv: EtcdKeyValue, deleted: Bool, to state: inout State) {
+        if kv.key.hasPrefix(settings.slotsPrefix), let slot = UInt32(kv.key.dropFirst(settings.slotsPrefix.count)) {
+            state.slots[slot] = deleted ? nil : UInt64(kv.createRevision)
+        } else if kv.key.hasPrefix(settings.nodesPrefix) {
+            let nodeId = String(kv.key.dropFirst(settings.nodesPrefix.count))
+            state.nodes[nodeId] = deleted ? nil : try? JSONDecoder().decode(NodeRecord.self, from: Data(kv.value))
+        } else if kv.key.hasPrefix(settings.systemsPrefix) {
+            let systemId = String(kv.key.dropFirst(settings.systemsPrefix.count))
+            state.systems[systemId] = deleted ? nil : try? JSONDecoder().decode(SystemRecord.self, from: Data(kv.value))
+        }
+    }
+
+    /// On shutdown: give the slot back at once rather than after the TTL.
+    private func leave() async {
+        guard let lease = state.withLock({ $0.lease }) else { return }
+        let etcd = self.etcd
+        // Detached: the running task is already cancelled, and the revoke must still go out.
+        await Task.detached { try? await etcd.revokeLease(lease) }.value
+    }
+}

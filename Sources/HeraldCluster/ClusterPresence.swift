@@ -1,0 +1,99 @@
+import AsyncHTTPClient
+import Foundation
+import HeraldCore
+import NIOCore
+import NIOFoundationCompat
+
+/// Presence across the cluster: this node answers for its own clients; other live nodes
+/// are asked over HTTP (`/internal/...`, admin token) in parallel, each within the peer
+/// timeout. A node that does not answer is named, never waited on.
+public struct ClusterPresence: PresenceDirectory {
+    let local: LocalPresence
+    let membership: ClusterMembership
+    let settings: ClusterSettings
+    let http: HTTPClient
+
+    public struct OnlineQuery: Codable, Sendable {
+        public var systemId: String
+        public var groupName: String
+    }
+
+    /// The owner finds the client by slot, epoch and serial: no need to pass the sealed ID.
+    public struct StatusQuery: Codable, Sendable {
+        public var systemId: String
+        public var slot: UInt32
+        public var epoch: UInt64
+        public var serial: UInt64
+    }
+
+    struct Envelope<Payload: Decodable>: Decodable {
+        var code: Int
+        var data: Payload?
+    }
+
+    struct StatusAnswer: Codable {
+        var online: Bool
+        var groups: [String]
+    }
+
+    public func onlineList(systemId: String, group: String) async -> (list: [PresenceInfo], unreachable: [String]) {
+        let me = membership.local.nodeId
+        let peers = membership.liveNodes.filter { $0.nodeId != me }
+        var list = await local.onlineList(systemId: systemId, group: group).list
+        var unreachable: [String] = []
+        let query = OnlineQuery(systemId: systemId, groupName: group)
+        await withTaskGroup(of: (String, OnlineAnswer?).self) { tasks in
+            for peer in peers {
+                tasks.addTask {
+                    let answer: OnlineAnswer? = try? await self.ask(peer, path: "/internal/online_list", query)
+                    return (peer.nodeId, answer)
+                }
+            }
+            for await (nodeId, answer) in tasks {
+                if let answer { list += answer.list } else { unreachable.append(nodeId) }
+            }
+        }
+        return (list.sorted { $0.clientId < $1.clientId }, unreachable.sorted())
+    }
+
+    struct OnlineAnswer: Codable {
+        var list: [PresenceInfo]
+    }
+
+    public func status(systemId: String, id: ClientID) async throws(HeraldError) -> (online: Bool, groups: [String]) {
+        let me = membership.local
+        if id.slot == me.slot, id.epoch == me.epoch {
+            return try await local.status(systemId: systemId, id: id)
+        }
+        guard let owner = membership.liveNodes.first(where: { $0.slot == id.slot && $0.epoch == id.epoch }) else {
+            return (false, [])
+        }
+        do {
+            let query = StatusQuery(systemId: systemId, slot: id.slot, epoch: id.epoch, serial: id.serial)
+            let answer: StatusAnswer = try await ask(owner, path: "/internal/client_status", query)
+            return (answer.online, answer.groups)
+        } catch {
+            throw .unavailable("node \(owner.nodeId) did not answer: \(error)")
+        }
+    }
+
+    private func ask<Query: Encodable, Answer: Decodable>(_ node: NodeRecord, path: String, _ query: Query) async throws -> Answer {
+        var request = HTTPClientRequest(url: "http://\(node.address)\(path)")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.headers.add(name: "Authorization", value: "Bearer \(settings.internalToken)")
+        request.body = .bytes(ByteBuffer(data: try JSONEncoder().encode(query)))
+        let response = try await http.execute(request, timeout: .nanoseconds(settings.peerTimeout.nanoseconds))
+        let body = try await response.body.collect(upTo: 16 << 20)
+        let envelope = try JSONDecoder().decode(Envelope<Answer>.self, from: body)
+        guard envelope.code == 0, let data = envelope.data else { throw ClusterError.notJoined }
+        return data
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}

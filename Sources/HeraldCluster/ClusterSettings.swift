@@ -1,0 +1,58 @@
+/// How a node joins the cluster.
+public struct ClusterSettings: Sendable {
+    /// Kafka bootstrap servers, e.g. "127.0.0.1:9092".
+    public var kafka: String
+    /// etcd client URLs.
+    public var etcd: [String]
+    public var nodeId: String
+    /// host:port other nodes reach this node's HTTP API at; also sealed into client IDs.
+    public var advertise: String
+    /// Seconds; the slot and node keys live under a lease of this TTL.
+    public var leaseTTL: Int64 = 10
+    /// How long a send waits for Kafka's acknowledgement before answering 5030.
+    public var produceTimeout: Duration = .seconds(5)
+    /// Partitions `herald.unicast` is created with (the slots available before it must grow).
+    public var unicastPartitions: Int32 = 64
+    public var broadcastPartitions: Int32 = 4
+    public var unicastTopic = "herald.unicast"
+    public var broadcastTopic = "herald.broadcast"
+    /// Root of Herald's keys in etcd.
+    public var etcdPrefix = "/herald/"
+    /// How long a node waits for a peer's answer (online lists, client status).
+    public var peerTimeout: Duration = .seconds(2)
+    /// Kafka's fetch.wait.max.ms: keep it low against brokers that wait it out in full.
+    public var fetchWaitMillis = 10
+    /// Extra librdkafka properties, applied last.
+    public var kafkaProperties: [String: String] = [:]
+    /// The admin token, used to authenticate node-to-node queries.
+    public var internalToken: String
+    public var version = "0.1.0"
+
+    public init(kafka: String, etcd: [String], nodeId: String, advertise: String, internalToken: String) {
+        self.kafka = kafka
+        self.etcd = etcd
+        self.nodeId = nodeId
+        self.advertise = advertise
+        self.internalToken = internalToken
+    }
+
+    var slotsPrefix: String { etcdPrefix + "slots/" }
+    var nodesPrefix: String { etcdPrefix + "nodes/" }
+    var systemsPrefix: String { etcdPrefix + "systems/" }
+
+    var kafkaBase: [String: String] {
+        ["bootstrap.servers": kafka, "client.id": "herald-\(nodeId)"].merging(kafkaProperties) { $1 }
+    }
+}
+
+public enum ClusterError: Error, CustomStringConvertible {
+    case noFreeSlot(String)
+    case notJoined
+
+    public var description: String {
+        switch self {
+        case .noFreeSlot(let why): why
+        case .notJoined: "this node holds no slot yet"
+        }
+    }
+}

@@ -1,0 +1,36 @@
+import Foundation
+import HeraldCore
+import HeraldEtcd
+
+/// Registered systems in etcd (`<prefix>systems/<id>`), known on every node through the
+/// membership's watch; a miss is looked up directly.
+public struct EtcdSystemDirectory: SystemDirectory {
+    let etcd: EtcdClient
+    let membership: ClusterMembership
+    let prefix: String
+
+    public func register(_ record: SystemRecord) async throws(HeraldError) {
+        do {
+            let value = Array(try JSONEncoder().encode(record))
+            let (created, _) = try await etcd.createIfAbsent(prefix + record.systemId, value: value, lease: nil)
+            guard created else { throw HeraldError.alreadyRegistered(record.systemId) }
+            membership.remember(record)
+        } catch let error as HeraldError {
+            throw error
+        } catch {
+            throw .unavailable("etcd: \(error)")
+        }
+    }
+
+    public func lookup(_ systemId: String) async throws(HeraldError) -> SystemRecord? {
+        if let cached = membership.cachedSystem(systemId) { return cached }
+        do {
+            guard let kv = try await etcd.get(prefix + systemId) else { return nil }
+            let record = try JSONDecoder().decode(SystemRecord.self, from: Data(kv.value))
+            membership.remember(record)
+            return record
+        } catch {
+            throw .unavailable("etcd: \(error)")
+        }
+    }
+}

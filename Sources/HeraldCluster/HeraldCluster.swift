@@ -1,3 +1,0 @@
-import HeraldCore
-import HeraldEtcd
-import HeraldKafka

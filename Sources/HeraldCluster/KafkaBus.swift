@@ -1,0 +1,151 @@
+import HeraldCore
+import HeraldKafka
+import Logging
+import Synchronization
+
+/// The cluster's bus: a unicast or control message goes to its owner's partition of the
+/// unicast topic, keyed by client ID; a group or system message goes once to the broadcast
+/// topic, which every node reads. `publish` answers after Kafka's acknowledgement.
+public final class KafkaBus: Bus {
+    private let producer: KafkaProducer
+    private let settings: ClusterSettings
+    private let failures = Atomic<Int>(0)
+
+    init(producer: KafkaProducer, settings: ClusterSettings) {
+        self.producer = producer
+        self.settings = settings
+    }
+
+    public func publish(_ message: BusMessage) async throws(HeraldError) -> Placement {
+        let topic: String
+        let partition: Int32
+        let key: String
+        switch message.target {
+        case .client(let id, let raw):
+            (topic, partition, key) = (settings.unicastTopic, Int32(id.slot), raw)
+        case .group(let name):
+            key = "\(message.systemId)/\(name)"
+            (topic, partition) = (settings.broadcastTopic, Self.partition(for: key, count: settings.broadcastPartitions))
+        case .system:
+            key = message.systemId
+            (topic, partition) = (settings.broadcastTopic, Self.partition(for: key, count: settings.broadcastPartitions))
+        }
+        do {
+            let placed = try await producer.send(
+                topic: topic, partition: partition, key: Array(key.utf8), value: WireFormat.encode(message),
+                headers: Self.headers(of: message))
+            failures.store(0, ordering: .relaxed)
+            return Placement(topic: topic, partition: placed.partition, offset: placed.offset)
+        } catch {
+            failures.add(1, ordering: .relaxed)
+            throw .unavailable("Kafka did not acknowledge: \(error)")
+        }
+    }
+
+    /// Whether the last send went through (a cut Kafka path shows here before any probe).
+    public var lastSendFailed: Bool { failures.load(ordering: .relaxed) > 0 }
+
+    public func shutdown() async {
+        await producer.shutdown()
+    }
+
+    static func headers(of message: BusMessage) -> [KafkaHeader] {
+        var headers = [
+            KafkaHeader("messageId", message.messageId),
+            KafkaHeader("systemId", message.systemId),
+            KafkaHeader("kind", message.kind.rawValue),
+            KafkaHeader("acceptedAt", String(message.acceptedAt)),
+            KafkaHeader("acceptedBy", message.acceptedBy),
+            KafkaHeader("target", message.target.description),
+        ]
+        if message.redelivered { headers.append(KafkaHeader("redelivered", "true")) }
+        return headers
+    }
+
+    /// FNV-1a: the same group always lands on the same partition, on every node and build.
+    static func partition(for key: String, count: Int32) -> Int32 {
+        var hash: UInt32 = 2_166_136_261
+        for byte in key.utf8 {
+            hash = (hash ^ UInt32(byte)) &* 16_777_619
+        }
+        return Int32(hash % UInt32(max(1, count)))
+    }
+}
+
+/// Reads this node's unicast partition and every broadcast partition and hands each
+/// message to delivery. Re-assigns when the node takes a new slot.
+final class FabricConsumer: Sendable {
+    private let settings: ClusterSettings
+    private let admin: KafkaAdmin
+    private let codec: ClientIDCodec
+    private let logger: Logger
+
+    init(settings: ClusterSettings, admin: KafkaAdmin, codec: ClientIDCodec, logger: Logger) {
+        self.settings = settings
+        self.admin = admin
+        self.codec = codec
+        self.logger = logger
+    }
+
+    /// Consumes for each identity the membership takes, until cancelled.
+    func run(
+        identities: AsyncStream<NodeIdentity>, deliver: @escaping @Sendable (BusMessage) -> Void,
+        onNewEpoch: @escaping @Sendable (NodeIdentity) -> Void
+    ) async {
+        var current: Task<Void, Never>?
+        for await identity in identities {
+            if current != nil { onNewEpoch(identity) }
+            current?.cancel()
+            await current?.value
+            current = Task { await self.consume(as: identity, deliver: deliver) }
+        }
+        current?.cancel()
+        await current?.value
+    }
+
+    private func consume(as identity: NodeIdentity, deliver: @escaping @Sendable (BusMessage) -> Void) async {
+        while !Task.isCancelled {
+            do {
+                let consumer = try await makeConsumer(for: identity)
+                logger.info("consuming", metadata: ["slot": "\(identity.slot)", "epoch": "\(identity.epoch)"])
+                await withTaskCancellationHandler {
+                    for await record in consumer.records {
+                        guard let message = WireFormat.decode(record.value, codec: codec) else {
+                            logger.warning(
+                                "skipping a record that is not a Herald message",
+                                metadata: ["topic": .string(record.topic), "offset": "\(record.offset)"])
+                            continue
+                        }
+                        deliver(message)
+                    }
+                } onCancel: {
+                    consumer.close()
+                }
+                consumer.close()
+                return
+            } catch {
+                logger.error("cannot start consuming; retrying", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    /// Assigned from the ends seen now: this slot's older messages were for earlier epochs,
+    /// and no local client was in any group before this moment.
+    private func makeConsumer(for identity: NodeIdentity) async throws -> KafkaConsumer {
+        var assignments: [(topic: String, partition: Int32, offset: KafkaOffset)] = []
+        let slot = Int32(identity.slot)
+        assignments.append((settings.unicastTopic, slot, .at(try await admin.watermarks(settings.unicastTopic, partition: slot).high)))
+        let broadcastPartitions = try await admin.partitionCount(settings.broadcastTopic) ?? settings.broadcastPartitions
+        for partition in 0..<broadcastPartitions {
+            let high = try await admin.watermarks(settings.broadcastTopic, partition: partition).high
+            assignments.append((settings.broadcastTopic, partition, .at(high)))
+        }
+        var config = settings.kafkaBase
+        config["group.id"] = "herald-\(identity.nodeId)-\(identity.epoch)"
+        config["enable.auto.commit"] = "false"
+        config["fetch.wait.max.ms"] = String(settings.fetchWaitMillis)
+        config["fetch.error.backoff.ms"] = "100"
+        return try KafkaConsumer(config: config, assignments: assignments, logger: logger)
+    }
+}

@@ -1,1 +1,0 @@
-// HeraldEtcd: etcd v3 JSON gateway client. Knows nothing of Herald.

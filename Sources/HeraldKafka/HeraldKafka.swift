@@ -1,1 +1,0 @@
-// HeraldKafka: safe async Swift over librdkafka. Knows nothing of Herald.

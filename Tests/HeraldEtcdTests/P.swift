@@ -1,3 +1,0 @@
-import Testing
-@testable import HeraldEtcd
-@Test func etcdPlaceholder() { #expect(Bool(true)) }
