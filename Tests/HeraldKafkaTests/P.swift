@@ -1,3 +1,0 @@
-import Testing
-@testable import HeraldKafka
-@Test func kafkaPlaceholder() { #expect(Bool(true)) }
