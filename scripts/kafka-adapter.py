@@ -222,6 +222,8 @@ class Adapter:
         self.connections.add(task)
         try:
             await conn.run()
+        except asyncio.CancelledError:
+            pass  # shutting down: the connection's sockets are closed by run()
         finally:
             self.connections.discard(task)
 

@@ -43,11 +43,13 @@ public final class ConnectionRegistry: Sendable {
         var groups: [GroupKey: [UInt64: Member]] = [:]
     }
 
-    /// What a bind or unbind changed, for the caller to announce outside the lock.
+    /// What a bind, unbind or disconnect did to one group, for the caller to announce.
+    /// `changed` is false for a repeated bind or an unbind of a client not in the group.
     public struct Change: Sendable {
+        public let systemId: String
         public let group: String
         public let info: PresenceInfo
-        public let audience: [any ClientSink]
+        public let changed: Bool
     }
 
     private let state = Mutex(State())
@@ -88,8 +90,7 @@ public final class ConnectionRegistry: Sendable {
         state.withLock { $0.connections[serial] }
     }
 
-    /// Binds a connection to a group. Answers nil if the connection is gone; a change with an
-    /// empty audience if it was already bound (nothing to announce).
+    /// Binds a connection to a group. Answers nil if the connection is gone.
     public func bind(serial: UInt64, group: String, userId: String, extend: String) -> Change? {
         state.withLock { state in
             guard var connection = state.connections[serial] else { return nil }
@@ -99,23 +100,21 @@ public final class ConnectionRegistry: Sendable {
                 extend: extend)
             let alreadyBound = state.groups[key]?[serial] != nil
             state.groups[key, default: [:]][serial] = Member(info: info, sink: connection.sink)
-            if alreadyBound { return Change(group: group, info: info, audience: []) }
+            if alreadyBound { return Change(systemId: connection.systemId, group: group, info: info, changed: false) }
             connection.groups.insert(group)
             state.connections[serial] = connection
-            return Change(group: group, info: info, audience: state.groups[key]!.values.map(\.sink))
+            return Change(systemId: connection.systemId, group: group, info: info, changed: true)
         }
     }
 
-    /// Unbinds a connection from a group. Answers nil if the connection is gone; a change
-    /// with the remaining members otherwise (empty if it was not bound).
+    /// Unbinds a connection from a group. Answers nil if the connection is gone.
     public func unbind(serial: UInt64, group: String) -> Change? {
         state.withLock { state in
             guard var connection = state.connections[serial] else { return nil }
             let key = GroupKey(systemId: connection.systemId, name: group)
             guard connection.groups.remove(group) != nil else {
-                return Change(
-                    group: group, info: PresenceInfo(clientId: connection.clientId, userId: connection.userId, extend: ""),
-                    audience: [])
+                let info = PresenceInfo(clientId: connection.clientId, userId: connection.userId, extend: "")
+                return Change(systemId: connection.systemId, group: group, info: info, changed: false)
             }
             state.connections[serial] = connection
             return Self.leave(&state, serial: serial, key: key)
@@ -124,9 +123,8 @@ public final class ConnectionRegistry: Sendable {
 
     private static func leave(_ state: inout State, serial: UInt64, key: GroupKey) -> Change? {
         guard let member = state.groups[key]?.removeValue(forKey: serial) else { return nil }
-        let remaining = state.groups[key] ?? [:]
-        if remaining.isEmpty { state.groups[key] = nil }
-        return Change(group: key.name, info: member.info, audience: remaining.values.map(\.sink))
+        if state.groups[key]?.isEmpty == true { state.groups[key] = nil }
+        return Change(systemId: key.systemId, group: key.name, info: member.info, changed: true)
     }
 
     public func members(of key: GroupKey) -> [any ClientSink] {

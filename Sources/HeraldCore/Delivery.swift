@@ -1,9 +1,18 @@
+import Synchronization
+
 /// Applies messages that reached this node to its local connections: pushes frames,
 /// binds, unbinds and closes, and records what happened for the trace.
 public final class Delivery: Sendable {
     private let registry: ConnectionRegistry
     private let membership: any Membership
     private let trace: any TraceRecorder
+    /// Where presence announcements go so that members on every node hear them; set once
+    /// the bus exists (the local bus itself needs this delivery).
+    private let announcer = Mutex<(any Bus)?>(nil)
+
+    public func announce(through bus: any Bus) {
+        announcer.withLock { $0 = bus }
+    }
 
     public init(registry: ConnectionRegistry, membership: any Membership, trace: any TraceRecorder) {
         self.registry = registry
@@ -24,7 +33,13 @@ public final class Delivery: Sendable {
         case .client(let id, let raw):
             deliverToClient(message, id: id, raw: raw)
         case .group(let name):
-            fanOut(message, to: registry.members(of: GroupKey(systemId: message.systemId, name: name)))
+            let members = registry.members(of: GroupKey(systemId: message.systemId, name: name))
+            if case .presence(let event, let info) = message.body {
+                let frame = FrameEncoding.presence(event, group: name, info: info, at: message.acceptedAt)
+                for sink in members { sink.push(frame) }
+            } else {
+                fanOut(message, to: members)
+            }
         case .system:
             fanOut(message, to: registry.clients(ofSystem: message.systemId))
         }
@@ -57,6 +72,8 @@ public final class Delivery: Sendable {
             }
         case .close:
             connection.sink.close(code: 1000, reason: "closed by the business system")
+        case .presence:
+            break  // presence is addressed to groups, never to one client
         }
     }
 
@@ -79,12 +96,23 @@ public final class Delivery: Sendable {
         trace.record(message.messageId, TraceStep(.dropped, node: identity.nodeId, clientId: clientId, reason: reason))
     }
 
-    /// Tells a group's members that someone joined or left.
+    /// Tells a group's members, on every node, that someone joined or left.
     public func announce(_ event: PresenceEvent, _ change: ConnectionRegistry.Change) {
-        guard !change.audience.isEmpty else { return }
-        let frame = FrameEncoding.presence(event, group: change.group, info: change.info, at: Clock.nowMillis())
-        for sink in change.audience {
-            sink.push(frame)
+        guard change.changed else { return }
+        let message = BusMessage(
+            messageId: "", systemId: change.systemId, target: .group(change.group), body: .presence(event, change.info),
+            acceptedAt: Clock.nowMillis(), acceptedBy: identity.nodeId)
+        guard let bus = announcer.withLock({ $0 }) else {
+            deliver(message)
+            return
+        }
+        Task {
+            do {
+                _ = try await bus.publish(message)
+            } catch {
+                // The fabric is down: members here still hear it; others miss this one event.
+                self.deliver(message)
+            }
         }
     }
 }

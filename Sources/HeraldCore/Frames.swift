@@ -25,7 +25,7 @@ public struct PresenceInfo: Sendable, Hashable, Codable {
     }
 }
 
-public enum PresenceEvent: Int, Sendable {
+public enum PresenceEvent: Int, Sendable, Hashable {
     case joined = 1001
     case left = 1002
 

@@ -37,6 +37,8 @@ public enum MessageBody: Sendable, Hashable {
     case bind(group: String, userId: String, extend: String)
     case unbind(group: String)
     case close
+    /// Someone joined or left a group; every node tells its local members.
+    case presence(PresenceEvent, PresenceInfo)
 
     public var kind: MessageKind {
         switch self {
@@ -44,12 +46,13 @@ public enum MessageBody: Sendable, Hashable {
         case .bind: .bind
         case .unbind: .unbind
         case .close: .close
+        case .presence: .presence
         }
     }
 }
 
 public enum MessageKind: String, Sendable, Codable, CaseIterable {
-    case unicast, group, system, bind, unbind, close
+    case unicast, group, system, bind, unbind, close, presence
 }
 
 /// One message on the fabric, as the bus carries it between nodes.

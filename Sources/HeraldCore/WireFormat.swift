@@ -29,6 +29,8 @@ public enum WireFormat {
         var group: String?
         var userId: String?
         var extend: String?
+        var event: Int?
+        var clientId: String?
     }
 
     public static func encode(_ message: BusMessage) -> [UInt8] {
@@ -46,6 +48,8 @@ public enum WireFormat {
                 Body(type: "bind", group: group, userId: userId, extend: extend)
             case .unbind(let group): Body(type: "unbind", group: group)
             case .close: Body(type: "close")
+            case .presence(let event, let info):
+                Body(type: "presence", userId: info.userId, extend: info.extend, event: event.rawValue, clientId: info.clientId)
             }
         let envelope = Envelope(
             v: 1, messageId: message.messageId, systemId: message.systemId, target: target, body: body,
@@ -86,6 +90,9 @@ public enum WireFormat {
             body = .unbind(group: group)
         case "close":
             body = .close
+        case "presence":
+            guard let event = b.event.flatMap(PresenceEvent.init(rawValue:)), let clientId = b.clientId else { return nil }
+            body = .presence(event, PresenceInfo(clientId: clientId, userId: b.userId ?? "", extend: b.extend ?? ""))
         default:
             return nil
         }

@@ -187,7 +187,7 @@ public struct EtcdClient: Sendable {
     public func status() async throws -> Bool {
         do {
             let answer = try await call("/v3/maintenance/status", WireEmpty(), as: WireStatusResponse.self)
-            return answer.leader.int64 != 0
+            return (answer.leader?.value ?? 0) != 0
         } catch EtcdError.unavailable(let message) {
             logger.debug("etcd status: unavailable", metadata: ["error": "\(message)"])
             return false

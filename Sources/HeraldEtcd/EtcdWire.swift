@@ -20,6 +20,23 @@ struct WireInt64: Decodable, Sendable {
     }
 }
 
+/// A uint64 (member ids) that the gateway writes as a JSON string (also accepts a number).
+struct WireUInt64: Decodable, Sendable {
+    var value: UInt64
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let string = try? container.decode(String.self) {
+            guard let parsed = UInt64(string) else {
+                throw DecodingError.dataCorruptedError(in: container, debugDescription: "not a uint64: \(string)")
+            }
+            value = parsed
+        } else {
+            value = try container.decode(UInt64.self)
+        }
+    }
+}
+
 extension Optional where Wrapped == WireInt64 {
     var int64: Int64 { self?.value ?? 0 }
 }
@@ -104,7 +121,7 @@ struct WireLeaseKeepAliveResponse: Decodable, Sendable {
 struct WireStatusResponse: Decodable, Sendable {
     var header: WireHeader?
     var version: String?
-    var leader: WireInt64?
+    var leader: WireUInt64?
 }
 
 /// Error object of a streamed (server-streaming) gateway answer.

@@ -225,9 +225,8 @@ private func adminRequest(
 extension RdKafkaHandle {
     /// Like `withLive`, but throws `_DESTROY` when the handle is gone.
     func withLiveOrThrow<T>(_ body: (OpaquePointer) throws(KafkaError) -> T) throws(KafkaError) -> T {
-        // Admin handles are only destroyed from deinit (when no call holds a reference), so
-        // holding the lock for a long blocking call would only delay a destroy that cannot
-        // be pending; still, do not take the lock: use the pointer while we hold `self`.
+        // Admin handles are destroyed only from RdKafkaHandle.deinit, which cannot run while
+        // the caller holds this reference: no lock needed around the (blocking) call.
         if isDestroyed { throw KafkaError(code: KafkaError.destroyed, message: "handle destroyed") }
         return try body(rk)
     }

@@ -16,7 +16,9 @@ public final class KafkaConsumer: Sendable {
     private let logger: Logger
 
     /// Records as they arrive. Finishes after `close()`. Meant for one iterating task
-    /// (several tasks iterating would each get some of the records).
+    /// (several tasks iterating would each get some of the records). If the iterating task
+    /// is cancelled while waiting, the stream finishes too (the consumer keeps running
+    /// until `close()`).
     public let records: AsyncStream<KafkaRecord>
 
     /// - Parameters:

@@ -89,7 +89,8 @@ public final class KafkaProducer: Sendable {
 
     /// Produces one record and returns when the broker acknowledged it (delivery report),
     /// or throws (e.g. message timeout, full local queue, producer shut down).
-    /// `partition` -1 means: chosen by the partitioner from the key.
+    /// `partition` -1 means: chosen by the partitioner from the key. Cancelling the calling
+    /// task does not withdraw the record: the call still waits for the delivery report.
     public func send(
         topic: String, partition: Int32, key: [UInt8]?, value: [UInt8], headers: [KafkaHeader]
     ) async throws -> (partition: Int32, offset: Int64) {

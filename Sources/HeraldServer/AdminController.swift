@@ -115,6 +115,11 @@ struct ReplayLine: Encodable {
             payload = .object(["groupName": .string(group)])
         case .close:
             payload = .null
+        case .presence(let event, let info):
+            payload = .object([
+                "code": .integer(Int64(event.rawValue)), "clientId": .string(info.clientId), "userId": .string(info.userId),
+                "extend": .string(info.extend),
+            ])
         }
         headers = [
             "messageId": message.messageId, "systemId": message.systemId, "kind": message.kind.rawValue,

@@ -57,6 +57,7 @@ final class HeraldNodeServices: Sendable {
             self.systems = InMemorySystemDirectory()
             self.journal = journal
         }
+        delivery.announce(through: bus)
         self.registry = registry
         self.membership = membership
         self.trace = trace
