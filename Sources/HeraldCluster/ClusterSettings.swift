@@ -41,7 +41,11 @@ public struct ClusterSettings: Sendable {
     var systemsPrefix: String { etcdPrefix + "systems/" }
 
     var kafkaBase: [String: String] {
-        ["bootstrap.servers": kafka, "client.id": "herald-\(nodeId)"].merging(kafkaProperties) { $1 }
+        [
+            "bootstrap.servers": kafka, "client.id": "herald-\(nodeId)",
+            // Come back quickly after a broker outage rather than after librdkafka's 10 s default.
+            "reconnect.backoff.ms": "100", "reconnect.backoff.max.ms": "1000",
+        ].merging(kafkaProperties) { $1 }
     }
 }
 

@@ -90,7 +90,11 @@ public final class KafkaConsumer: Sendable {
                     if lastErrorLog == nil || lastErrorLog!.code != err.rawValue
                         || now - lastErrorLog!.at > .seconds(5)
                     {
-                        let text = rd_kafka_message_errstr(message).map { String(cString: $0) }
+                        // A consumer error's payload is its reason text; read it by length.
+                        let m = message.pointee
+                        let text = m.payload.map {
+                            String(decoding: UnsafeRawBufferPointer(start: $0, count: m.len), as: UTF8.self)
+                        }
                         logger.warning("rdkafka consumer error", metadata: ["error": "\(KafkaError(err, text))"])
                         lastErrorLog = (err.rawValue, now)
                     }

@@ -82,8 +82,9 @@ public final class KafkaProducer: Sendable {
         if err == RD_KAFKA_RESP_ERR_NO_ERROR {
             box.continuation.resume(returning: (message.pointee.partition, message.pointee.offset))
         } else {
-            let text = rd_kafka_message_errstr(message).map { String(cString: $0) }
-            box.continuation.resume(throwing: KafkaError(err, text))
+            // Not rd_kafka_message_errstr: for a produced message its payload is the record
+            // (not a C string), and librdkafka says that function is not for producers.
+            box.continuation.resume(throwing: KafkaError(err))
         }
     }
 

@@ -36,6 +36,9 @@ public struct HeraldConfiguration: Sendable {
     public var broadcastPartitions = 4
     public var peerTimeout: Double = 2
     public var fetchWaitMillis = 10
+    public var unicastTopic = "herald.unicast"
+    public var broadcastTopic = "herald.broadcast"
+    public var etcdPrefix = "/herald/"
 
     public var isCluster: Bool { kafka != nil }
 
@@ -68,6 +71,12 @@ public struct HeraldConfiguration: Sendable {
             guard unicastPartitions > 0 else { throw .invalid("unicast-partitions", "must be positive") }
             guard broadcastPartitions > 0 else { throw .invalid("broadcast-partitions", "must be positive") }
             guard peerTimeout > 0 else { throw .invalid("peer-timeout", "must be positive") }
+            guard etcdPrefix.hasPrefix("/"), etcdPrefix.hasSuffix("/") else {
+                throw .invalid("etcd-prefix", "must start and end with '/', e.g. /herald/")
+            }
+            guard !unicastTopic.isEmpty, !broadcastTopic.isEmpty, unicastTopic != broadcastTopic else {
+                throw .invalid("unicast-topic", "and broadcast-topic must be two different, non-empty names")
+            }
         }
         if !dev, (adminToken ?? "").isEmpty {
             throw .invalid("admin-token", "is required without --dev (--admin-token or HERALD_ADMIN_TOKEN)")

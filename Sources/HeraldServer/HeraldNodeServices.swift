@@ -104,6 +104,9 @@ extension HeraldConfiguration {
         settings.broadcastPartitions = Int32(broadcastPartitions)
         settings.peerTimeout = .milliseconds(Int64(peerTimeout * 1000))
         settings.fetchWaitMillis = fetchWaitMillis
+        settings.unicastTopic = unicastTopic
+        settings.broadcastTopic = broadcastTopic
+        settings.etcdPrefix = etcdPrefix
         return settings
     }
 }

@@ -94,6 +94,15 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("fetch-wait-ms"), help: "Kafka fetch.wait.max.ms for the node's consumer.")
     var fetchWaitMs = 10
 
+    @Option(name: .customLong("unicast-topic"), help: "Topic whose partitions are the nodes' slots.")
+    var unicastTopic = "herald.unicast"
+
+    @Option(name: .customLong("broadcast-topic"), help: "Topic every node reads for group and system sends.")
+    var broadcastTopic = "herald.broadcast"
+
+    @Option(name: .customLong("etcd-prefix"), help: "Root of Herald's keys in etcd.")
+    var etcdPrefix = "/herald/"
+
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
         var configuration = HeraldConfiguration()
@@ -119,6 +128,9 @@ struct Serve: AsyncParsableCommand {
         configuration.broadcastPartitions = broadcastPartitions
         configuration.peerTimeout = peerTimeout
         configuration.fetchWaitMillis = fetchWaitMs
+        configuration.unicastTopic = unicastTopic
+        configuration.broadcastTopic = broadcastTopic
+        configuration.etcdPrefix = etcdPrefix
 
         guard let level = Logger.Level(rawValue: logLevel) else {
             throw ValidationError("invalid setting log-level: \(logLevel)")
