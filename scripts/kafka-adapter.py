@@ -148,10 +148,13 @@ class Connection:
         host, port = self.adapter.upstream
         try:
             up_reader, up_writer = await asyncio.open_connection(host, port)
-        except OSError as e:
-            self.log(f"upstream {host}:{port} unreachable: {e}")
+        except BaseException as e:  # OSError, or cancelled while connecting
+            if isinstance(e, OSError):
+                self.log(f"upstream {host}:{port} unreachable: {e}")
             self.client_writer.close()
-            return
+            if isinstance(e, OSError):
+                return
+            raise
         tasks = [
             asyncio.create_task(self.pump(self.client_reader, up_writer, self.on_request)),
             asyncio.create_task(self.pump(up_reader, self.client_writer, self.on_response)),

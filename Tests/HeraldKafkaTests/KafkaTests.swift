@@ -74,6 +74,25 @@ struct KafkaBrokerTests {
         #expect(empty.headers.isEmpty)
     }
 
+    @Test func partitionMinusOneChoosesByKey() async throws {
+        let topic = uniqueTopic("keyed")
+        try await admin.createTopic(topic, partitions: 4)
+        let producer = try KafkaProducer(config: producerConfig(), logger: testLogger())
+        var byKey: [String: Set<Int32>] = [:]
+        for round in 0..<3 {
+            for k in 0..<8 {
+                let ack = try await producer.send(
+                    topic: topic, partition: -1, key: bytes("group-\(k)"), value: bytes("\(round)"), headers: [])
+                #expect((0..<4).contains(ack.partition))
+                byKey["group-\(k)", default: []].insert(ack.partition)
+            }
+        }
+        await producer.shutdown()
+        // The same key always lands on the same partition.
+        #expect(byKey.values.allSatisfy { $0.count == 1 })
+        #expect(byKey.count == 8)
+    }
+
     @Test func thousandRecordsArriveInOffsetOrderPerPartitionThroughABackpressuredBuffer() async throws {
         let topic = uniqueTopic("thousand")
         try await admin.createTopic(topic, partitions: 2)
@@ -333,6 +352,23 @@ struct KafkaFailureTests {
             #expect(error?.isShutdown == true, "\(String(describing: error))")
         }
         #expect(ContinuousClock.now - start < .seconds(5))
+    }
+
+    @Test func consumerOfAnUnreachableBrokerClosesPromptly() async throws {
+        let consumer = try KafkaConsumer(
+            config: ["bootstrap.servers": "127.0.0.1:1", "fetch.wait.max.ms": "10"],
+            assignments: [("nowhere", 0, .beginning)], logger: testLogger())
+        let reader = Task { () -> Int in
+            var n = 0
+            for await _ in consumer.records { n += 1 }
+            return n
+        }
+        try await Task.sleep(for: .milliseconds(500))  // let it fail to connect (errors are logged, not delivered)
+        #expect(consumer.cachedWatermarks(topic: "nowhere", partition: 0) == nil)
+        let start = ContinuousClock.now
+        await consumer.closeAndWait()
+        #expect(await reader.value == 0)
+        #expect(ContinuousClock.now - start < .seconds(3))
     }
 
     @Test func invalidConfigurationThrows() throws {
