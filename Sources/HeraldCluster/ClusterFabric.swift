@@ -42,14 +42,21 @@ public final class ClusterFabric: Sendable {
         ClusterPresence(local: local, membership: membership, settings: settings, http: http)
     }
 
-    /// Ready: holds a slot, etcd answers, and Kafka answers.
+    /// Ready: holds a slot, consumes its partitions, etcd answers, and Kafka answers.
     public var isReady: Bool {
-        membership.isReady && kafkaReachable.load(ordering: .relaxed) && !bus.lastSendFailed
+        acceptsClients && membership.isReady && kafkaReachable.load(ordering: .relaxed) && !bus.lastSendFailed
+    }
+
+    /// Whether new clients can be given IDs: the slot is held and its partition is being read.
+    public var acceptsClients: Bool {
+        let local = membership.local
+        return membership.holds(slot: local.slot, epoch: local.epoch) && consumer.isConsuming(epoch: local.epoch)
     }
 
     /// Why the node is not ready, if it is not.
     public var problem: String? {
         if let problem = membership.problem { return problem }
+        if !acceptsClients { return "not yet consuming this node's partitions" }
         if !kafkaReachable.load(ordering: .relaxed) || bus.lastSendFailed { return "Kafka is unreachable" }
         return nil
     }

@@ -79,6 +79,13 @@ final class FabricConsumer: Sendable {
     private let admin: KafkaAdmin
     private let codec: ClientIDCodec
     private let logger: Logger
+    /// The epoch whose partitions are assigned: until then the node must not hand out IDs,
+    /// or a message sent to a brand-new client could land before the consumer's start.
+    private let consumingEpoch = Atomic<UInt64>(0)
+
+    func isConsuming(epoch: UInt64) -> Bool {
+        epoch != 0 && consumingEpoch.load(ordering: .acquiring) == epoch
+    }
 
     init(settings: ClusterSettings, admin: KafkaAdmin, codec: ClientIDCodec, logger: Logger) {
         self.settings = settings
@@ -107,6 +114,7 @@ final class FabricConsumer: Sendable {
         while !Task.isCancelled {
             do {
                 let consumer = try await makeConsumer(for: identity)
+                consumingEpoch.store(identity.epoch, ordering: .releasing)
                 logger.info("consuming", metadata: ["slot": "\(identity.slot)", "epoch": "\(identity.epoch)"])
                 await withTaskCancellationHandler {
                     for await record in consumer.records {

@@ -109,8 +109,9 @@ public struct ClientIDCodec: Sendable {
     }
 
     public func open(_ text: String) throws(HeraldError) -> ClientID {
+        // Only the one spelling we issue opens: no padding, no other alphabet, no stray low bits.
         guard text.utf8.count <= Self.maxEncodedLength, let raw = Data(base64URLEncoded: text),
-            let plain = openBytes(raw)
+            raw.base64URLEncodedString() == text, let plain = openBytes(raw)
         else { throw .badClientID }
         var reader = ByteReader(plain)
         guard let slot: UInt32 = reader.read(), let epoch: UInt64 = reader.read(),
@@ -131,7 +132,7 @@ public struct ClientIDCodec: Sendable {
     }
 
     public func openBytes(_ raw: Data) -> Data? {
-        guard raw.count > 2 + 12 + 16, raw[raw.startIndex] == Self.version else { return nil }
+        guard raw.count >= 2 + 12 + 16, raw[raw.startIndex] == Self.version else { return nil }
         let keyID = raw[raw.startIndex + 1]
         let header = raw.prefix(2)
         guard let box = try? AES.GCM.SealedBox(combined: raw.dropFirst(2)) else { return nil }

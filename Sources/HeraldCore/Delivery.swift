@@ -6,18 +6,38 @@ public final class Delivery: Sendable {
     private let registry: ConnectionRegistry
     private let membership: any Membership
     private let trace: any TraceRecorder
-    /// Where presence announcements go so that members on every node hear them; set once
-    /// the bus exists (the local bus itself needs this delivery).
-    private let announcer = Mutex<(any Bus)?>(nil)
-
-    public func announce(through bus: any Bus) {
-        announcer.withLock { $0 = bus }
-    }
+    /// Presence announcements, published one at a time so members hear them in order.
+    private let announcements: AsyncStream<BusMessage>.Continuation
+    private let pendingAnnouncements: AsyncStream<BusMessage>
+    private let announcing = Mutex(false)
 
     public init(registry: ConnectionRegistry, membership: any Membership, trace: any TraceRecorder) {
         self.registry = registry
         self.membership = membership
         self.trace = trace
+        (pendingAnnouncements, announcements) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(10_000))
+    }
+
+    deinit {
+        announcements.finish()
+    }
+
+    /// Sends presence announcements through `bus` (set once the bus exists: the local bus
+    /// itself needs this delivery), so members on every node hear them. Until then they
+    /// reach local members only.
+    public func announce(through bus: any Bus) {
+        guard announcing.withLock({ started in defer { started = true }; return !started }) else { return }
+        let stream = pendingAnnouncements
+        Task { [weak self] in
+            for await message in stream {
+                do {
+                    _ = try await bus.publish(message)
+                } catch {
+                    // The fabric is down: members here still hear it; other nodes miss this one.
+                    self?.deliver(message)
+                }
+            }
+        }
     }
 
     /// For a node whose identity never changes (tests, tools).
@@ -102,18 +122,11 @@ public final class Delivery: Sendable {
         let message = BusMessage(
             messageId: "", systemId: change.systemId, target: .group(change.group), body: .presence(event, change.info),
             acceptedAt: Clock.nowMillis(), acceptedBy: identity.nodeId)
-        guard let bus = announcer.withLock({ $0 }) else {
+        guard announcing.withLock({ $0 }) else {
             deliver(message)
             return
         }
-        Task {
-            do {
-                _ = try await bus.publish(message)
-            } catch {
-                // The fabric is down: members here still hear it; others miss this one event.
-                self.deliver(message)
-            }
-        }
+        announcements.yield(message)
     }
 }
 

@@ -1,3 +1,4 @@
+import DequeModule
 import Synchronization
 
 /// A token bucket per system: `rate` requests a second, bursts up to `rate`.
@@ -40,7 +41,9 @@ public actor IdempotencyCache<Answer: Sendable> {
     private let ttl: Int64
     private let capacity: Int
     private var entries: [String: Entry] = [:]
-    private var order: [String] = []
+    /// Insertion order with the time of each insertion; a key stored again leaves a stale
+    /// record behind, which eviction recognises by its time and skips.
+    private var order = Deque<(key: String, storedAt: Int64)>()
 
     public init(ttlMillis: Int64 = 600_000, capacity: Int = 100_000) {
         self.ttl = ttlMillis
@@ -53,18 +56,21 @@ public actor IdempotencyCache<Answer: Sendable> {
             return await entry.task.value
         }
         let task = Task { await work() }
-        if entries.updateValue(Entry(task: task, storedAt: now), forKey: key) == nil {
-            order.append(key)
-        }
+        entries[key] = Entry(task: task, storedAt: now)
+        order.append((key, now))
         evict(now: now)
         return await task.value
     }
 
     private func evict(now: Int64) {
-        while let oldest = order.first, entries.count > capacity || (entries[oldest].map { now - $0.storedAt >= ttl } ?? true) {
+        while let oldest = order.first {
+            guard let entry = entries[oldest.key], entry.storedAt == oldest.storedAt else {
+                order.removeFirst()  // stale: the key was stored again later
+                continue
+            }
+            guard entries.count > capacity || now - entry.storedAt >= ttl else { break }
             order.removeFirst()
-            entries[oldest] = nil
-            if order.isEmpty { break }
+            entries[oldest.key] = nil
         }
     }
 }

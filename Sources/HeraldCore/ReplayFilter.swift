@@ -76,7 +76,10 @@ public struct ReplayFilter: Sendable, Hashable {
 public enum TimeExpression {
     public static func parse(_ text: String, now: Int64) -> Int64? {
         if text == "now" { return now }
-        if let relative = parseRelative(text) { return now + relative }
+        if let relative = parseRelative(text) {
+            let (sum, overflow) = now.addingReportingOverflow(relative)
+            return overflow ? nil : sum
+        }
         return parseRFC3339(text)
     }
 
@@ -86,7 +89,9 @@ public enum TimeExpression {
         let units: [(String, Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
         for (suffix, scale) in units where body.hasSuffix(suffix) {
             guard let amount = Int64(body.dropLast(suffix.count)), amount >= 0 else { continue }
-            return (sign == "-" ? -amount : amount) * scale
+            let (millis, overflow) = amount.multipliedReportingOverflow(by: scale)
+            guard !overflow else { return nil }
+            return sign == "-" ? -millis : millis
         }
         return nil
     }

@@ -82,7 +82,9 @@ final class HeraldNodeServices: Sendable {
     }
 
     /// Whether the node can take clients: it holds a slot to address them by.
-    var holdsSlot: Bool { membership.holds(slot: membership.local.slot, epoch: membership.local.epoch) }
+    var holdsSlot: Bool {
+        cluster?.acceptsClients ?? membership.holds(slot: membership.local.slot, epoch: membership.local.epoch)
+    }
 
     /// Whether the request carries the admin token. Compared as digests, in constant time.
     func isAdmin(_ request: Request) -> Bool {

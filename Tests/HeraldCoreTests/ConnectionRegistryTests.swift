@@ -14,6 +14,12 @@ struct ConnectionRegistryTests {
         return sink
     }
 
+    /// Whom a change is to be announced to: nobody if nothing changed, otherwise the group's
+    /// members as they are after the change.
+    func audience(_ change: ConnectionRegistry.Change) -> [any ClientSink] {
+        change.changed ? registry.members(of: GroupKey(systemId: change.systemId, name: change.group)) : []
+    }
+
     @Test func addAndRemove() {
         #expect(registry.count == 0)
         let sink = add(1, user: "u1")
@@ -43,18 +49,21 @@ struct ConnectionRegistryTests {
         let first = try #require(registry.bind(serial: 1, group: "g", userId: "", extend: "x1"))
         #expect(first.group == "g")
         #expect(first.info == PresenceInfo(clientId: "c1", userId: "ua", extend: "x1"))
-        #expect(first.audience.count == 1)
-        #expect(contains(first.audience, a))
+        #expect(first.changed)
+        #expect(first.systemId == "s1")
+        #expect(audience(first).count == 1)
+        #expect(contains(audience(first), a))
 
         let second = try #require(registry.bind(serial: 2, group: "g", userId: "override", extend: "x2"))
         #expect(second.info == PresenceInfo(clientId: "c2", userId: "override", extend: "x2"))
-        #expect(second.audience.count == 2)
-        #expect(contains(second.audience, a))
-        #expect(contains(second.audience, b))
+        #expect(audience(second).count == 2)
+        #expect(contains(audience(second), a))
+        #expect(contains(audience(second), b))
 
         // Binding again announces nothing, but updates what presence shows.
         let again = try #require(registry.bind(serial: 2, group: "g", userId: "later", extend: "x3"))
-        #expect(again.audience.isEmpty)
+        #expect(!again.changed)
+        #expect(audience(again).isEmpty)
         #expect(registry.members(of: GroupKey(systemId: "s1", name: "g")).count == 2)
         #expect(registry.presence(of: GroupKey(systemId: "s1", name: "g")).map(\.userId) == ["ua", "later"])
         #expect(registry.connection(serial: 2)?.groups == ["g"])
@@ -73,24 +82,30 @@ struct ConnectionRegistryTests {
         let change = try #require(registry.unbind(serial: 2, group: "g"))
         #expect(change.group == "g")
         #expect(change.info == PresenceInfo(clientId: "c2", userId: "u2", extend: ""))
-        #expect(change.audience.count == 2)
-        #expect(contains(change.audience, a))
-        #expect(contains(change.audience, c))
-        #expect(!contains(change.audience, b))
+        #expect(change.changed)
+        #expect(change.systemId == "s1")
+        #expect(audience(change).count == 2)
+        #expect(contains(audience(change), a))
+        #expect(contains(audience(change), c))
+        #expect(!contains(audience(change), b))
         #expect(registry.connection(serial: 2)?.groups.isEmpty == true)
         #expect(registry.presence(of: GroupKey(systemId: "s1", name: "g")).map(\.clientId) == ["c1", "c3"])
 
         // Not bound (any more): an empty audience.
         let notBound = try #require(registry.unbind(serial: 2, group: "g"))
-        #expect(notBound.audience.isEmpty)
+        #expect(!notBound.changed)
+        #expect(audience(notBound).isEmpty)
         let neverBound = try #require(registry.unbind(serial: 1, group: "other"))
-        #expect(neverBound.audience.isEmpty)
+        #expect(!neverBound.changed)
+        #expect(neverBound.group == "other")
+        #expect(audience(neverBound).isEmpty)
         #expect(registry.unbind(serial: 99, group: "g") == nil)
 
         // The last member leaving empties the group.
         _ = registry.unbind(serial: 1, group: "g")
         let last = try #require(registry.unbind(serial: 3, group: "g"))
-        #expect(last.audience.isEmpty)
+        #expect(last.changed)
+        #expect(audience(last).isEmpty)
         #expect(registry.members(of: GroupKey(systemId: "s1", name: "g")).isEmpty)
         #expect(registry.presence(of: GroupKey(systemId: "s1", name: "g")).isEmpty)
     }
@@ -106,12 +121,12 @@ struct ConnectionRegistryTests {
 
         let changes = registry.remove(serial: 1)
         #expect(changes.map(\.group) == ["g1", "g2", "g3"])
-        #expect(changes.allSatisfy { $0.info.clientId == "c1" })
-        #expect(changes[0].audience.count == 1)
-        #expect(contains(changes[0].audience, b))
-        #expect(changes[1].audience.count == 2)
-        #expect(!contains(changes[1].audience, a))
-        #expect(changes[2].audience.isEmpty)
+        #expect(changes.allSatisfy { $0.info.clientId == "c1" && $0.changed && $0.systemId == "s1" })
+        #expect(audience(changes[0]).count == 1)
+        #expect(contains(audience(changes[0]), b))
+        #expect(audience(changes[1]).count == 2)
+        #expect(!contains(audience(changes[1]), a))
+        #expect(audience(changes[2]).isEmpty)
 
         #expect(registry.presence(of: GroupKey(systemId: "s1", name: "g1")).map(\.clientId) == ["c2"])
         #expect(registry.presence(of: GroupKey(systemId: "s1", name: "g2")).map(\.clientId) == ["c2", "c3"])
@@ -124,7 +139,7 @@ struct ConnectionRegistryTests {
         let other = add(2)
         for index in 0..<200 {
             let change = try #require(registry.bind(serial: 1, group: "g\(index)", userId: "", extend: ""))
-            #expect(change.audience.count == 1)
+            #expect(audience(change).count == 1)
         }
         _ = registry.bind(serial: 2, group: "g150", userId: "", extend: "")
         #expect(registry.connection(serial: 1)?.groups.count == 200)
@@ -132,9 +147,9 @@ struct ConnectionRegistryTests {
         let changes = registry.remove(serial: 1)
         #expect(changes.count == 200)
         #expect(Set(changes.map(\.group)) == Set((0..<200).map { "g\($0)" }))
-        let withAudience = changes.filter { !$0.audience.isEmpty }
+        let withAudience = changes.filter { !audience($0).isEmpty }
         #expect(withAudience.map(\.group) == ["g150"])
-        #expect(withAudience.first.map { contains($0.audience, other) } == true)
+        #expect(withAudience.first.map { contains(audience($0), other) } == true)
         for index in 0..<200 where index != 150 {
             #expect(registry.members(of: GroupKey(systemId: "s1", name: "g\(index)")).isEmpty)
         }
@@ -146,7 +161,7 @@ struct ConnectionRegistryTests {
         for serial: UInt64 in 1...500 {
             sinks.append(add(serial))
             let change = try #require(registry.bind(serial: serial, group: "big", userId: "", extend: ""))
-            #expect(change.audience.count == Int(serial))
+            #expect(audience(change).count == Int(serial))
         }
         #expect(registry.members(of: key).count == 500)
         let presence = registry.presence(of: key)
@@ -155,8 +170,8 @@ struct ConnectionRegistryTests {
 
         let changes = registry.remove(serial: 250)
         #expect(changes.count == 1)
-        #expect(changes[0].audience.count == 499)
-        #expect(!contains(changes[0].audience, sinks[249]))
+        #expect(audience(changes[0]).count == 499)
+        #expect(!contains(audience(changes[0]), sinks[249]))
         #expect(registry.members(of: key).count == 499)
     }
 
@@ -165,10 +180,11 @@ struct ConnectionRegistryTests {
         let b = add(2, system: "s2")
         let joinA = try #require(registry.bind(serial: 1, group: "room", userId: "", extend: ""))
         let joinB = try #require(registry.bind(serial: 2, group: "room", userId: "", extend: ""))
-        #expect(joinA.audience.count == 1)
-        #expect(joinB.audience.count == 1)
-        #expect(contains(joinB.audience, b))
-        #expect(!contains(joinB.audience, a))
+        #expect(joinA.systemId == "s1" && joinB.systemId == "s2")
+        #expect(audience(joinA).count == 1)
+        #expect(audience(joinB).count == 1)
+        #expect(contains(audience(joinB), b))
+        #expect(!contains(audience(joinB), a))
 
         let room1 = registry.members(of: GroupKey(systemId: "s1", name: "room"))
         let room2 = registry.members(of: GroupKey(systemId: "s2", name: "room"))
@@ -177,7 +193,7 @@ struct ConnectionRegistryTests {
         #expect(registry.presence(of: GroupKey(systemId: "s2", name: "room")).map(\.clientId) == ["c2"])
 
         let leave = try #require(registry.unbind(serial: 1, group: "room"))
-        #expect(leave.audience.isEmpty)
+        #expect(audience(leave).isEmpty)
         #expect(registry.members(of: GroupKey(systemId: "s2", name: "room")).count == 1)
     }
 

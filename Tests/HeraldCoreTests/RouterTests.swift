@@ -339,6 +339,54 @@ struct RouterTests {
         #expect(frame["data"] == .object(["clientId": .string(b.raw), "userId": .string("bob"), "extend": .string("x")]))
     }
 
+    @Test func presenceTravelsTheBusWhenOneIsSet() async throws {
+        let node = Harness(announceThroughBus: true)
+        let a = node.connect(system: "shop", user: "alice")
+        let b = node.connect(system: "shop", user: "bob")
+        try await node.router.bind(systemId: "shop", clientId: a.raw, group: "g", userId: "", extend: "")
+        #expect(await eventually { a.sink.frames.count == 1 })
+        try await node.router.bind(systemId: "shop", clientId: b.raw, group: "g", userId: "", extend: "eb")
+        #expect(await eventually { a.sink.frames.count == 2 && b.sink.frames.count == 1 })
+        let bData = JSONValue.object(["clientId": .string(b.raw), "userId": .string("bob"), "extend": .string("eb")])
+        let joinB = try #require(try b.sink.objects().first)
+        #expect(joinB["code"] == .integer(1001))
+        #expect(joinB["groupName"] == .string("g"))
+        #expect(joinB["data"] == bData)
+        #expect(try a.sink.objects().last == joinB)
+
+        try await node.router.unbind(systemId: "shop", clientId: b.raw, group: "g")
+        #expect(await eventually { a.sink.frames.count == 3 })
+        let left = try #require(try a.sink.objects().last)
+        #expect(left["code"] == .integer(1002))
+        #expect(left["data"] == bData)
+        #expect(b.sink.frames.count == 1)
+
+        // The announcements were carried as group messages of the broadcast topic.
+        let presence = node.journal.records(matching: ReplayFilter()).filter { $0.message.kind == .presence }
+        #expect(presence.count == 3)
+        #expect(presence.allSatisfy { $0.placement.topic == Topics.broadcast && $0.message.groupName == "g" })
+        #expect(presence.last?.message.body == .presence(.left, PresenceInfo(clientId: b.raw, userId: "bob", extend: "eb")))
+    }
+
+    @Test func deliveryTellsLocalMembersOfPresenceFromTheBus() throws {
+        let a = h.connect(system: "shop")
+        let stranger = h.connect(system: "shop")
+        _ = h.registry.bind(serial: a.serial, group: "g", userId: "", extend: "")
+        let info = PresenceInfo(clientId: "remote-client", userId: "r", extend: "x")
+        h.delivery.deliver(
+            BusMessage(
+                messageId: "", systemId: "shop", target: .group("g"), body: .presence(.joined, info), acceptedAt: 1234,
+                acceptedBy: "node-b"))
+        let frame = try #require(try a.sink.objects().first)
+        #expect(a.sink.frames.count == 1)
+        #expect(frame["code"] == .integer(1001))
+        #expect(frame["ts"] == .integer(1234))
+        #expect(frame["data"] == .object(["clientId": .string("remote-client"), "userId": .string("r"), "extend": .string("x")]))
+        #expect(stranger.sink.frames.isEmpty)
+        // Presence is never a push: it has no push frame and is never redelivered.
+        #expect(BusMessage(messageId: "", systemId: "shop", target: .group("g"), body: .presence(.left, info), acceptedAt: 0, acceptedBy: "n").pushFrame() == nil)
+    }
+
     @Test func statusAndOnlineList() async throws {
         let a = h.connect(system: "shop", user: "alice")
         let b = h.connect(system: "shop", user: "bob")

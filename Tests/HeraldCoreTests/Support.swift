@@ -71,7 +71,7 @@ final class Harness: Sendable {
 
     init(
         startedAt: Int64 = 1_700_000_000_000, codec: ClientIDCodec? = nil, journalCapacity: Int = 1000,
-        nodeId: String = "node-a", address: String = "10.0.0.1:8080"
+        nodeId: String = "node-a", address: String = "10.0.0.1:8080", announceThroughBus: Bool = false
     ) {
         self.codec = codec ?? (try! ClientIDCodec(base64Keys: Harness.defaultKey))
         membership = StandaloneMembership(nodeId: nodeId, address: address, startedAt: startedAt)
@@ -79,6 +79,7 @@ final class Harness: Sendable {
         delivery = Delivery(registry: registry, identity: membership.local, trace: trace)
         bus = LocalBus(journal: journal, delivery: delivery, slot: membership.local.slot)
         router = MessageRouter(codec: self.codec, membership: membership, bus: bus, registry: registry, trace: trace)
+        if announceThroughBus { delivery.announce(through: bus) }
     }
 
     struct Client {
@@ -107,4 +108,13 @@ final class Harness: Sendable {
 /// A 32-byte key of one repeated byte, in standard base64.
 func testKey(_ byte: UInt8, count: Int = 32) -> String {
     Data(repeating: byte, count: count).base64EncodedString()
+}
+
+/// Waits (up to about two seconds) for something that happens on another task.
+func eventually(_ condition: () -> Bool) async -> Bool {
+    for _ in 0..<200 {
+        if condition() { return true }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return condition()
 }

@@ -25,6 +25,12 @@ struct WireFormatTests {
         result.append(BusMessage(messageId: "g", systemId: "shop", target: .group("room"), body: .push(payload), acceptedAt: 5, acceptedBy: "n"))
         result.append(
             BusMessage(messageId: "s", systemId: "shop", target: .system, body: .push(PushPayload(data: .null)), acceptedAt: 6, acceptedBy: "n", redelivered: true))
+        for event in [PresenceEvent.joined, .left] {
+            result.append(
+                BusMessage(
+                    messageId: "", systemId: "shop", target: .group("room"),
+                    body: .presence(event, PresenceInfo(clientId: raw, userId: "u", extend: "e")), acceptedAt: 7, acceptedBy: "n"))
+        }
         return result
     }
 
