@@ -308,6 +308,38 @@ struct EtcdWatchTests {
         #expect(ContinuousClock.now - cancelledAt < .seconds(2))
     }
 
+    @Test func cancellingTheConsumerReleasesTheHTTPConnection() async throws {
+        // One connection per host: while the watch holds it, other calls queue; once the consumer is
+        // cancelled, the watch's request must end so that the connection (or a new one) serves them.
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 1)
+        let httpClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        do {
+            let client = EtcdClient(endpoints: [testEndpoint], httpClient: httpClient, requestTimeout: .milliseconds(700))
+            let prefix = uniquePrefix()
+            let consumer = Task {
+                for try await _ in client.watchPrefix(prefix, startRevision: 0) {}
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            var queuedBehindWatch = false
+            do {
+                _ = try await client.get(prefix + "k")
+            } catch EtcdError.unavailable {
+                queuedBehindWatch = true
+            }
+            #expect(queuedBehindWatch)
+
+            consumer.cancel()
+            _ = try? await within(3, "watch consumer to end") { try await consumer.value }
+            let answered = try await eventually(3) { (try? await client.status()) == true }
+            #expect(answered)
+        } catch {
+            try await httpClient.shutdown()
+            throw error
+        }
+        try await httpClient.shutdown()
+    }
+
     @Test func idleWatchSurvivesTheHTTPReadTimeout() async throws {
         let httpClient = HTTPClient(
             eventLoopGroupProvider: .singleton,
