@@ -105,11 +105,42 @@ struct AuthTests {
         let ws = try await TestWebSocket.connect(host: try server.host, port: try server.port, path: path)
         let f = try await ws.nextJSON()
         #expect(f["code"]?.int == 4010, "first frame: \(f)")
-        let (code, texts) = try await ws.waitForClose()
-        #expect(code == 1008)
+        let (end, texts) = try await ws.waitForCloseEvent()
+        #expect(end == .close(code: 1008), "expected a close frame with 1008")
         #expect(texts == 0, "no further frames before the close")
         await ws.abort()
         try await expectStillServing(sys)
+    }
+
+    @Test("a short secret (under 32 bytes) either is refused at register (4000) or works for JWTs; the node survives")
+    func shortSecret() async throws {
+        // Own server: a crash here must not take the shared one down.
+        try await withHerald { server in
+            let id = newSystemId()
+            let r = try await server.api.post(
+                "/api/register", systemId: nil, json: ["systemId": .string(id), "secret": "short"])
+            if r.status == 400 {
+                expectFailure(r, status: 400, code: 4000, mentions: "secret")
+                return
+            }
+            expectSuccess(r)
+            let sys = TestSystem(server: server, id: id, secret: "short", clientAuth: true)
+            let c: ConnectedClient
+            do {
+                c = try await sys.connect(userId: "u")
+            } catch {
+                try await Task.sleep(for: .milliseconds(500))
+                let crash = server.stderrTail.split(separator: "\n").first { $0.contains("Assertion failed") || $0.contains("Fatal error") }
+                Issue.record(
+                    "connect with a JWT signed by a short secret failed (\(error)); herald running: \(server.process.isRunning); \(crash.map(String.init) ?? "")")
+                return
+            }
+            let m = try await sys.send(to: c.clientId)
+            #expect(try await c.ws.nextJSON()["messageId"]?.string == m)
+            await c.ws.abort()
+            #expect(server.process.isRunning, "herald crashed verifying a JWT signed with a short secret")
+            #expect(try await server.api.get("/healthz").status == 200)
+        }
     }
 
     @Test("clientAuth false: a system with a secret accepts WebSocket clients without a token")
@@ -130,8 +161,8 @@ struct AuthTests {
         let ws = try await TestWebSocket.connect(host: try server.host, port: try server.port, path: path)
         let f = try await ws.nextJSON()
         #expect(f["code"]?.int == -1001, "first frame: \(f)")
-        let (code, texts) = try await ws.waitForClose()
-        #expect(code == 1008)
+        let (end, texts) = try await ws.waitForCloseEvent()
+        #expect(end == .close(code: 1008), "expected a close frame with 1008")
         #expect(texts == 0)
         await ws.abort()
         #expect(try await server.api.get("/healthz").status == 200)

@@ -100,6 +100,24 @@ struct GroupTests {
         }
     }
 
+    @Test("close_client of a group member sends 1002 to the remaining members")
+    func closeClientPresence() async throws {
+        let sys = try await server.api.registerSystem()
+        let a = try await sys.connect()
+        let b = try await sys.connect()
+        defer { Task { try? await a.ws.close() } }
+        let g = unique("g")
+        try await sys.bind(a.clientId, group: g, userId: "ua")
+        try await sys.bind(b.clientId, group: g, userId: "ub", extend: "eb")
+        _ = try await a.ws.nextJSON()
+        _ = try await a.ws.nextJSON()
+        try await sys.ok("close_client", ["clientId": .string(b.clientId)])
+        expectPresence(try await a.ws.nextJSON(), code: 1002, group: g, clientId: b.clientId, userId: "ub", extend: "eb")
+        let (code, _) = try await b.ws.waitForClose()
+        #expect(code == 1000)
+        await b.ws.abort()
+    }
+
     @Test("get_online_list answers {count, list:[{clientId,userId,extend}]}")
     func onlineList() async throws {
         let sys = try await server.api.registerSystem()

@@ -9,7 +9,7 @@ import NIOPosix
 let sharedHTTPClient: HTTPClient = {
     var config = HTTPClient.Configuration()
     config.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 32)
-    config.timeout = .init(connect: .seconds(5), read: .seconds(20))
+    config.timeout = .init(connect: .seconds(5), read: .seconds(60))
     config.decompression = .disabled
     return HTTPClient(eventLoopGroupProvider: .shared(MultiThreadedEventLoopGroup.singleton), configuration: config)
 }()
@@ -77,19 +77,22 @@ struct HeraldAPI: Sendable {
 
     /// POST a JSON body with optional SystemId / Authorization headers.
     func post(
-        _ path: String, systemId: String?, auth: String? = nil, headers: [(String, String)] = [], json: JSON
+        _ path: String, systemId: String?, auth: String? = nil, headers: [(String, String)] = [], json: JSON,
+        timeout: Duration = .seconds(15)
     ) async throws -> APIResponse {
-        try await postRaw(path, systemId: systemId, auth: auth, headers: headers, body: Data(json.encoded.utf8))
+        try await postRaw(
+            path, systemId: systemId, auth: auth, headers: headers, body: Data(json.encoded.utf8), timeout: timeout)
     }
 
     func postRaw(
-        _ path: String, systemId: String?, auth: String? = nil, headers: [(String, String)] = [], body: Data
+        _ path: String, systemId: String?, auth: String? = nil, headers: [(String, String)] = [], body: Data,
+        timeout: Duration = .seconds(15)
     ) async throws -> APIResponse {
         var h: [(String, String)] = [("Content-Type", "application/json")]
         if let systemId { h.append(("SystemId", systemId)) }
         if let auth { h.append(("Authorization", "Bearer \(auth)")) }
         h += headers
-        return try await request(.POST, path, headers: h, body: body)
+        return try await request(.POST, path, headers: h, body: body, timeout: timeout)
     }
 
     /// Register a fresh system with a unique id.
@@ -118,14 +121,18 @@ struct TestSystem: Sendable {
 
     var api: HeraldAPI { server.api }
 
-    func call(_ route: String, _ body: JSON, headers: [(String, String)] = []) async throws -> APIResponse {
-        try await api.post("/api/\(route)", systemId: id, auth: secret, headers: headers, json: body)
+    func call(
+        _ route: String, _ body: JSON, headers: [(String, String)] = [], timeout: Duration = .seconds(15)
+    ) async throws -> APIResponse {
+        try await api.post("/api/\(route)", systemId: id, auth: secret, headers: headers, json: body, timeout: timeout)
     }
 
     /// Calls and requires success (HTTP 200, code 0); returns `data`.
     @discardableResult
-    func ok(_ route: String, _ body: JSON, headers: [(String, String)] = []) async throws -> JSON {
-        let r = try await call(route, body, headers: headers)
+    func ok(
+        _ route: String, _ body: JSON, headers: [(String, String)] = [], timeout: Duration = .seconds(15)
+    ) async throws -> JSON {
+        let r = try await call(route, body, headers: headers, timeout: timeout)
         guard r.status == 200, r.code == 0 else {
             throw HeraldLaunchError(description: "/api/\(route) \(body) failed: \(r)")
         }
@@ -143,11 +150,14 @@ struct TestSystem: Sendable {
         return m
     }
 
-    func bind(_ clientId: String, group: String, userId: String? = nil, extend: String? = nil) async throws {
+    func bind(
+        _ clientId: String, group: String, userId: String? = nil, extend: String? = nil,
+        timeout: Duration = .seconds(15)
+    ) async throws {
         var body: [String: JSON] = ["clientId": .string(clientId), "groupName": .string(group)]
         if let userId { body["userId"] = .string(userId) }
         if let extend { body["extend"] = .string(extend) }
-        try await ok("bind_to_group", .object(body))
+        try await ok("bind_to_group", .object(body), timeout: timeout)
     }
 
     /// Opens a WebSocket for this system (with a valid JWT when client auth is on) and reads the first frame.

@@ -37,12 +37,12 @@ enum HeraldBinary {
 }
 
 /// Finds a free loopback TCP port by binding port 0 and closing the socket.
-func freePort() throws -> Int {
-    let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+func freePort() async throws -> Int {
+    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-        .bind(host: "127.0.0.1", port: 0).wait()
+        .bind(host: "127.0.0.1", port: 0).get()
     let port = channel.localAddress?.port ?? 0
-    try channel.close().wait()
+    try await channel.close().get()
     guard port > 0 else { throw HeraldLaunchError(description: "could not find a free port") }
     return port
 }
@@ -80,7 +80,7 @@ final class HeraldInstance: @unchecked Sendable {
     static func start(dev: Bool = true, extraArgs: [String] = []) async throws -> HeraldInstance {
         var lastError: (any Error)?
         for _ in 0..<3 {
-            let port = try freePort()
+            let port = try await freePort()
             var args = ["serve"]
             if dev { args.append("--dev") }
             args += ["--host", "127.0.0.1", "--port", String(port)]
@@ -169,6 +169,12 @@ final class HeraldInstance: @unchecked Sendable {
     }
 
     var stderrTail: String { tailOfFile(stderrURL) }
+
+    /// Removes the captured output files (after a clean run).
+    func removeLogs() {
+        try? FileManager.default.removeItem(at: stderrURL)
+        try? FileManager.default.removeItem(at: stdoutURL)
+    }
 }
 
 /// Runs `body` with a fresh server and always stops the server afterwards.
@@ -179,6 +185,7 @@ func withHerald<T: Sendable>(
     do {
         let result = try await body(server)
         await server.stop()
+        server.removeLogs()
         return result
     } catch {
         print("test failed with \(error); herald stderr tail:\n\(server.stderrTail)")
@@ -253,6 +260,7 @@ struct HeraldServerTrait: SuiteTrait, TestScoping {
             throw error
         }
         await server.stop()
+        server.removeLogs()
     }
 }
 

@@ -17,7 +17,7 @@ struct LifecycleTests {
 
     @Test("without --dev, a missing --client-id-key stops serve with a non-zero status naming client-id-key")
     func missingKey() async throws {
-        let port = try freePort()
+        let port = try await freePort()
         let r = try await runHerald(
             ["serve", "--host", "127.0.0.1", "--port", String(port), "--admin-token", "t"], timeout: .seconds(10))
         #expect(!r.timedOut, "serve kept running without --client-id-key")
@@ -27,7 +27,7 @@ struct LifecycleTests {
 
     @Test("without --dev, a missing --admin-token stops serve with a non-zero status naming admin-token")
     func missingAdminToken() async throws {
-        let port = try freePort()
+        let port = try await freePort()
         let r = try await runHerald(
             ["serve", "--host", "127.0.0.1", "--port", String(port), "--client-id-key", randomKey()],
             timeout: .seconds(10))
@@ -57,6 +57,19 @@ struct LifecycleTests {
         }
     }
 
+    @Test("with --dev and no admin token, /api/register needs no Authorization")
+    func devRegisterOpen() async throws {
+        try await withHerald { server in
+            let id = newSystemId()
+            expectSuccess(try await server.api.post("/api/register", systemId: nil, json: ["systemId": .string(id)]))
+            let sys = TestSystem(server: server, id: id, secret: nil, clientAuth: false)
+            let c = try await sys.connect()
+            let m = try await sys.send(to: c.clientId)
+            #expect(try await c.ws.nextJSON()["messageId"]?.string == m)
+            await c.ws.abort()
+        }
+    }
+
     @Test("SIGTERM: every client gets close 1001 and the process exits 0 within 5 s")
     func gracefulShutdown() async throws {
         let server = try await HeraldInstance.start(extraArgs: [])
@@ -74,10 +87,11 @@ struct LifecycleTests {
         #expect(r.status == 0)
         #expect(r.elapsed < .seconds(5))
         for c in clients {
-            let (code, _) = try await c.ws.waitForClose(timeout: .seconds(2))
-            #expect(code == 1001)
+            let (end, _) = try await c.ws.waitForCloseEvent(timeout: .seconds(2))
+            #expect(end == .close(code: 1001))
             await c.ws.abort()
         }
+        server.removeLogs()
     }
 
     @Test("key rotation: --client-id-key NEW,OLD accepts IDs sealed with OLD (4040, not 4001); NEW alone rejects them (4001)")

@@ -35,7 +35,8 @@ func expectStillServing(_ sys: TestSystem, sourceLocation: SourceLocation = #_so
 
 func isPresence(_ f: JSON) -> Bool {
     let c = f["code"]?.int
-    return (c == 1001 || c == 1002) && f["messageId"] == nil
+    let m = f["messageId"]?.string ?? ""
+    return (c == 1001 || c == 1002) && m.isEmpty && f["data"]?["clientId"] != nil
 }
 
 /// The next frame that is not a presence (1001/1002) notification.

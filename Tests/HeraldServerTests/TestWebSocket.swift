@@ -13,6 +13,8 @@ enum WSEvent: Sendable, Equatable {
     case close(code: Int?)
     /// The TCP connection ended.
     case eof
+    /// The server sent bytes that are not a valid WebSocket frame (e.g. a control frame over 125 bytes).
+    case invalidFrame(String)
 }
 
 struct WebSocketNotUpgraded: Error, CustomStringConvertible {
@@ -298,6 +300,7 @@ private final class FrameCollector: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        inbox.push(.invalidFrame("\(error)"))
         context.close(promise: nil)
     }
 }
@@ -401,8 +404,15 @@ final class TestWebSocket: Sendable {
     }
 
     /// Reads until the server closes; returns the close code (nil if the TCP connection ended without
-    /// a close frame) and how many text frames came before it.
+    /// a close frame, or the close frame had no code) and how many text frames came before it.
     func waitForClose(timeout: Duration = .seconds(5)) async throws -> (code: Int?, texts: Int) {
+        let r = try await waitForCloseEvent(timeout: timeout)
+        if case .close(let code) = r.event { return (code, r.texts) }
+        return (nil, r.texts)
+    }
+
+    /// Like `waitForClose` but returns the ending event (`.close(code:)` or `.eof`).
+    func waitForCloseEvent(timeout: Duration = .seconds(5)) async throws -> (event: WSEvent, texts: Int) {
         let deadline = ContinuousClock.now + timeout
         var texts = 0
         while true {
@@ -411,8 +421,9 @@ final class TestWebSocket: Sendable {
             switch try await nextEvent(timeout: remaining) {
             case .text: texts += 1
             case .binary, .ping: continue
-            case .close(let code): return (code, texts)
-            case .eof: return (nil, texts)
+            case .close(let code): return (.close(code: code), texts)
+            case .eof: return (.eof, texts)
+            case .invalidFrame(let why): return (.invalidFrame(why), texts)
             }
         }
     }
@@ -432,6 +443,12 @@ final class TestWebSocket: Sendable {
         var buf = channel.allocator.buffer(capacity: size)
         buf.writeRepeatingByte(UInt8(ascii: "a"), count: size)
         try await channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: buf))
+    }
+
+    func sendBinary(_ bytes: [UInt8]) async throws {
+        var buf = channel.allocator.buffer(capacity: bytes.count)
+        buf.writeBytes(bytes)
+        try await channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: buf))
     }
 
     /// Stops reading from the socket (the server's writes back up).

@@ -24,6 +24,7 @@ struct WebSocketProtocolTests {
         for junk in ["hello", "{\"foo\":1}", "{\"ack\":123}", "[]", "PING", "{\"ack\":\"no-such-message\"}"] {
             try await c.ws.sendText(junk)
         }
+        try await c.ws.sendBinary([0x70, 0x69, 0x6e, 0x67])  // "ping" as a binary frame is not the text ping
         try await c.ws.sendText("ping")
         #expect(try await c.ws.next() == "pong", "junk frames must be ignored without an answer")
         let m = try await sys.send(to: c.clientId)
@@ -222,6 +223,19 @@ struct AdminTests {
         #expect(again["redelivered"]?.bool == true, "\(again)")
         #expect(again["msg"]?.string == "again")
         #expect(again["data"] == ["x": [1, 2]])
+
+        // A group message is redelivered to the group's current members, with groupName.
+        let g = unique("g")
+        try await sys.bind(a.clientId, group: g)
+        let gm = try #require(try await sys.ok("send_to_group", ["groupName": .string(g), "msg": "grp"])["messageId"]?.string)
+        #expect(try await nextNonPresence(a.ws)["messageId"]?.string == gm)
+        let rg = try await server.api.adminPost("/admin/replay/redeliver?systemId=\(sys.id)&groupName=\(percentEncoded(g))")
+        expectSuccess(rg)
+        #expect(rg.data?["redelivered"]?.int == 1, "\(rg)")
+        let gAgain = try await nextNonPresence(a.ws)
+        #expect(gAgain["messageId"]?.string == gm)
+        #expect(gAgain["groupName"]?.string == g)
+        #expect(gAgain["redelivered"]?.bool == true, "\(gAgain)")
 
         let bad = try await server.api.adminPost("/admin/replay/redeliver?since=garbage")
         expectFailure(bad, status: 400, code: 4000, mentions: "since")
