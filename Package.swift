@@ -25,7 +25,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
-        .package(url: "https://github.com/hummingbird-project/swift-websocket.git", from: "1.6.2"),
         .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
@@ -116,15 +115,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterTests",
-            dependencies: [
-                "HeraldCore",
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOWebSocket", package: "swift-nio"),
-                .product(name: "NIOFoundationCompat", package: "swift-nio"),
-            ],
+            dependencies: ["HeraldTestSupport"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -134,11 +125,15 @@ let package = Package(
         ),
         .testTarget(
             name: "HeraldServerTests",
+            dependencies: ["HeraldTestSupport"],
+            swiftSettings: strict
+        ),
+        // Shared by the end-to-end and cluster tests: process launcher, raw WebSocket client,
+        // HTTP helpers. Real clients over loopback, no mocks.
+        .target(
+            name: "HeraldTestSupport",
             dependencies: [
-                "HeraldServer",
-                "HeraldCore",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "WSClient", package: "swift-websocket"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -146,6 +141,7 @@ let package = Package(
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
+            path: "Tests/HeraldTestSupport",
             swiftSettings: strict
         ),
     ]

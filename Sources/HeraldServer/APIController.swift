@@ -129,6 +129,11 @@ struct APIController: Sendable {
             throw HeraldError.invalidField("systemId", "must be at most 128 bytes, without '/' or line breaks")
         }
         if let secret = body.secret, secret.isEmpty { throw HeraldError.invalidField("secret", "must not be empty") }
+        // HS256 wants a key at least as long as its output; shorter secrets can still guard the API.
+        if let secret = body.secret, body.clientAuth ?? true, secret.utf8.count < 32 {
+            throw HeraldError.invalidField(
+                "secret", "must be at least 32 bytes to sign client tokens (HS256); or register with \"clientAuth\": false")
+        }
         let record = SystemRecord(
             systemId: systemId, secret: body.secret, clientAuth: body.clientAuth ?? true, sealer: node.router.codec)
         try await node.systems.register(record)

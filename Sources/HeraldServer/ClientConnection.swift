@@ -71,8 +71,11 @@ final class ClientConnection: ClientSink {
         }
     }
 
-    /// Closes after the frames already queued have been written.
-    func close(code: UInt16, reason: String) {
+    /// Closes after the frames already queued have been written. The reason is cut to fit
+    /// a close frame (125 bytes, two of them the code).
+    func close(code: UInt16, reason longReason: String) {
+        var reason = longReason
+        while reason.utf8.count > 123 { reason.removeLast() }
         let waiter: CheckedContinuation<Item?, Never>? = state.withLock { state in
             guard state.pendingClose == nil, !state.finished else { return nil }
             state.pendingClose = (code, reason)

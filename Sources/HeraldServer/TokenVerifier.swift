@@ -37,7 +37,9 @@ final class TokenVerifier: Sendable {
 
     private func collection(for system: SystemRecord) async throws -> JWTKeyCollection {
         if let cached = keys.withLock({ $0[system.systemId] }) { return cached }
-        guard let sealed = system.sealedSecret, let secret = codec.openBytes(sealed) else { throw TokenError.noSecret }
+        guard let sealed = system.sealedSecret, let secret = codec.openBytes(sealed), secret.count >= 32 else {
+            throw TokenError.noSecret
+        }
         let collection = JWTKeyCollection()
         await collection.add(hmac: HMACKey(key: SymmetricKey(data: secret)), digestAlgorithm: .sha256)
         keys.withLock { $0[system.systemId] = collection }

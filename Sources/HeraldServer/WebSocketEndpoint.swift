@@ -31,8 +31,10 @@ struct WebSocketEndpoint: Sendable {
         switch admission {
         case .refused(let code, let message):
             node.metrics.refusedConnections.increment()
+            context.logger.info("websocket refused", metadata: ["code": "\(code)", "reason": .string(message)])
             try await outbound.write(.text(FrameEncoding.refusal(code: code, msg: message)))
-            try await outbound.close(.policyViolation, reason: message)
+            // Close reasons must fit a control frame (125 bytes): the detail went in the frame.
+            try await outbound.close(.policyViolation, reason: code == 4010 ? "unauthorized" : "unknown system")
             return
         case .goingAway:
             try await outbound.close(.goingAway, reason: "server is shutting down")
@@ -98,7 +100,7 @@ struct WebSocketEndpoint: Sendable {
             let userId = try await node.tokens.verify(token, for: system)
             return .admitted(systemId: systemId, userId: userId)
         } catch {
-            return .refused(code: 4010, message: "invalid token: \(error)")
+            return .refused(code: 4010, message: "invalid or expired token")
         }
     }
 

@@ -1,7 +1,7 @@
 import Crypto
 import Foundation
 
-func base64URL(_ data: some DataProtocol) -> String {
+public func base64URL(_ data: some DataProtocol) -> String {
     Data(data).base64EncodedString()
         .replacingOccurrences(of: "+", with: "-")
         .replacingOccurrences(of: "/", with: "_")
@@ -9,7 +9,7 @@ func base64URL(_ data: some DataProtocol) -> String {
 }
 
 /// Builds an HS256 JWT by hand: header {"alg":"HS256","typ":"JWT"}, claims sub and exp.
-func makeJWT(secret: String, sub: String, exp: Date, signingSecret: String? = nil) -> String {
+public func makeJWT(secret: String, sub: String, exp: Date, signingSecret: String? = nil) -> String {
     let header = base64URL(Data(#"{"alg":"HS256","typ":"JWT"}"#.utf8))
     let claims = base64URL(Data(#"{"sub":"\#(sub)","exp":\#(Int(exp.timeIntervalSince1970))}"#.utf8))
     let input = header + "." + claims
@@ -19,6 +19,6 @@ func makeJWT(secret: String, sub: String, exp: Date, signingSecret: String? = ni
 }
 
 /// A fresh random base64 32-byte key (as `herald keygen` prints).
-func randomKey() -> String {
+public func randomKey() -> String {
     SymmetricKey(size: .bits256).withUnsafeBytes { Data($0).base64EncodedString() }
 }

@@ -4,13 +4,17 @@ import NIOPosix
 import Synchronization
 import Testing
 
-struct HeraldLaunchError: Error, CustomStringConvertible {
-    let description: String
+public struct HeraldLaunchError: Error, CustomStringConvertible {
+    public let description: String
+
+    public init(description: String) {
+        self.description = description
+    }
 }
 
 /// Locates the `herald` executable built next to the test bundle.
-enum HeraldBinary {
-    static let path: String = {
+public enum HeraldBinary {
+    public static let path: String = {
         if let env = ProcessInfo.processInfo.environment["HERALD_BIN"], !env.isEmpty {
             return env
         }
@@ -37,7 +41,7 @@ enum HeraldBinary {
 }
 
 /// Finds a free loopback TCP port by binding port 0 and closing the socket.
-func freePort() async throws -> Int {
+public func freePort() async throws -> Int {
     let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
         .bind(host: "127.0.0.1", port: 0).get()
@@ -47,25 +51,23 @@ func freePort() async throws -> Int {
     return port
 }
 
-func tailOfFile(_ url: URL, lines: Int = 30) -> String {
+public func tailOfFile(_ url: URL, lines: Int = 30) -> String {
     guard let data = try? Data(contentsOf: url) else { return "" }
     let text = String(decoding: data, as: UTF8.self)
     return text.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n")
 }
 
 /// A running `herald serve` process.
-final class HeraldInstance: @unchecked Sendable {
-    let process: Process
-    let port: Int
-    let args: [String]
-    let stderrURL: URL
-    let stdoutURL: URL
-    let adminToken: String?
+public final class HeraldInstance: HeraldEndpoint, @unchecked Sendable {
+    public let process: Process
+    public let port: Int
+    public let args: [String]
+    public let stderrURL: URL
+    public let stdoutURL: URL
+    public let adminToken: String?
     private let stopped = Mutex(false)
 
-    var host: String { "127.0.0.1" }
-    var baseURL: String { "http://127.0.0.1:\(port)" }
-    var api: HeraldAPI { HeraldAPI(server: self) }
+    public var host: String { "127.0.0.1" }
 
     private init(process: Process, port: Int, args: [String], stderrURL: URL, stdoutURL: URL, adminToken: String?) {
         self.process = process
@@ -77,7 +79,8 @@ final class HeraldInstance: @unchecked Sendable {
     }
 
     /// Starts `herald serve [--dev] --host 127.0.0.1 --port P <extra>` and waits until /healthz answers 200.
-    static func start(dev: Bool = true, extraArgs: [String] = []) async throws -> HeraldInstance {
+    /// With `waitForReady`, waits for /readyz rather than /healthz (cluster nodes).
+    public static func start(dev: Bool = true, extraArgs: [String] = [], waitForReady: Bool = false) async throws -> HeraldInstance {
         var lastError: (any Error)?
         for _ in 0..<3 {
             let port = try await freePort()
@@ -110,7 +113,7 @@ final class HeraldInstance: @unchecked Sendable {
                 process: process, port: port, args: args, stderrURL: errURL, stdoutURL: outURL,
                 adminToken: adminToken)
             do {
-                try await instance.waitUntilHealthy(timeout: .seconds(30))
+                try await instance.waitUntilHealthy(timeout: .seconds(30), path: waitForReady ? "/readyz" : "/healthz")
                 return instance
             } catch {
                 lastError = error
@@ -123,24 +126,24 @@ final class HeraldInstance: @unchecked Sendable {
         throw lastError ?? HeraldLaunchError(description: "herald did not start")
     }
 
-    private func waitUntilHealthy(timeout: Duration) async throws {
+    private func waitUntilHealthy(timeout: Duration, path: String) async throws {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if !process.isRunning {
                 throw HeraldLaunchError(
                     description: "herald exited with status \(process.terminationStatus) before becoming healthy")
             }
-            if let r = try? await api.get("/healthz", timeout: .seconds(1)), r.status == 200 {
+            if let r = try? await api.get(path, timeout: .seconds(1)), r.status == 200 {
                 return
             }
             try await Task.sleep(for: .milliseconds(100))
         }
-        throw HeraldLaunchError(description: "herald did not answer GET /healthz with 200 within \(timeout)")
+        throw HeraldLaunchError(description: "herald did not answer GET \(path) with 200 within \(timeout)")
     }
 
     /// Sends SIGTERM and waits up to `grace` for the exit; then SIGKILL. Returns the exit status, or nil when killed.
     @discardableResult
-    func stop(grace: Duration = .seconds(5)) async -> (status: Int32, reason: Process.TerminationReason, elapsed: Duration)? {
+    public func stop(grace: Duration = .seconds(5)) async -> (status: Int32, reason: Process.TerminationReason, elapsed: Duration)? {
         let already = stopped.withLock { s -> Bool in
             let was = s
             s = true
@@ -159,7 +162,7 @@ final class HeraldInstance: @unchecked Sendable {
         return (process.terminationStatus, process.terminationReason, ContinuousClock.now - start)
     }
 
-    func waitForExit(timeout: Duration) async -> Bool {
+    public func waitForExit(timeout: Duration) async -> Bool {
         let deadline = ContinuousClock.now + timeout
         while process.isRunning {
             if ContinuousClock.now >= deadline { return false }
@@ -168,17 +171,17 @@ final class HeraldInstance: @unchecked Sendable {
         return true
     }
 
-    var stderrTail: String { tailOfFile(stderrURL) }
+    public var stderrTail: String { tailOfFile(stderrURL) }
 
     /// Removes the captured output files (after a clean run).
-    func removeLogs() {
+    public func removeLogs() {
         try? FileManager.default.removeItem(at: stderrURL)
         try? FileManager.default.removeItem(at: stdoutURL)
     }
 }
 
 /// Runs `body` with a fresh server and always stops the server afterwards.
-func withHerald<T: Sendable>(
+public func withHerald<T: Sendable>(
     dev: Bool = true, args: [String] = [], _ body: (HeraldInstance) async throws -> T
 ) async throws -> T {
     let server = try await HeraldInstance.start(dev: dev, extraArgs: args)
@@ -195,7 +198,7 @@ func withHerald<T: Sendable>(
 }
 
 /// Runs the herald binary to completion (e.g. `keygen`) with a timeout.
-func runHerald(_ args: [String], timeout: Duration = .seconds(15)) async throws -> (
+public func runHerald(_ args: [String], timeout: Duration = .seconds(15)) async throws -> (
     status: Int32, stdout: String, stderr: String, timedOut: Bool
 ) {
     let tmp = FileManager.default.temporaryDirectory
@@ -230,10 +233,10 @@ func runHerald(_ args: [String], timeout: Duration = .seconds(15)) async throws 
 }
 
 /// The server shared by all tests of a suite (set by the `.herald(...)` suite trait).
-enum SharedHerald {
-    @TaskLocal static var current: HeraldInstance?
+public enum SharedHerald {
+    @TaskLocal public static var current: HeraldInstance?
 
-    static func get() throws -> HeraldInstance {
+    public static func get() throws -> HeraldInstance {
         guard let s = current else {
             throw HeraldLaunchError(description: "no shared herald server: apply .herald(...) to the suite")
         }
@@ -242,11 +245,11 @@ enum SharedHerald {
 }
 
 /// Suite trait: launches one herald for the whole suite and stops it afterwards.
-struct HeraldServerTrait: SuiteTrait, TestScoping {
-    let dev: Bool
-    let args: [String]
+public struct HeraldServerTrait: SuiteTrait, TestScoping {
+    public let dev: Bool
+    public let args: [String]
 
-    func provideScope(
+    public func provideScope(
         for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
     ) async throws {
         let server = try await HeraldInstance.start(dev: dev, extraArgs: args)
@@ -266,7 +269,7 @@ struct HeraldServerTrait: SuiteTrait, TestScoping {
 
 extension Trait where Self == HeraldServerTrait {
     /// Launch one `herald serve` for this suite: `--dev` unless `dev` is false, plus `args`.
-    static func herald(dev: Bool = true, _ args: [String] = []) -> Self {
+    public static func herald(dev: Bool = true, _ args: [String] = []) -> Self {
         HeraldServerTrait(dev: dev, args: args)
     }
 }

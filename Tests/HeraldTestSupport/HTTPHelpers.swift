@@ -6,7 +6,7 @@ import NIOHTTP1
 import NIOPosix
 
 /// One HTTP client for the whole test process (never shut down: it lives as long as the process).
-let sharedHTTPClient: HTTPClient = {
+public let sharedHTTPClient: HTTPClient = {
     var config = HTTPClient.Configuration()
     config.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 32)
     config.timeout = .init(connect: .seconds(5), read: .seconds(60))
@@ -15,32 +15,57 @@ let sharedHTTPClient: HTTPClient = {
 }()
 
 /// An HTTP answer from herald.
-struct APIResponse: Sendable, CustomStringConvertible {
-    let status: Int
-    let headers: HTTPHeaders
-    let body: String
+public struct APIResponse: Sendable, CustomStringConvertible {
+    public let status: Int
+    public let headers: HTTPHeaders
+    public let body: String
 
     /// The body parsed as JSON (nil when it is not JSON).
-    var json: JSON? { JSON.parse(body) }
-    var code: Int? { json?["code"]?.int }
-    var msg: String? { json?["msg"]?.string }
-    var data: JSON? { json?["data"] }
-    var contentType: String { headers.first(name: "content-type") ?? "" }
+    public var json: JSON? { JSON.parse(body) }
+    public var code: Int? { json?["code"]?.int }
+    public var msg: String? { json?["msg"]?.string }
+    public var data: JSON? { json?["data"] }
+    public var contentType: String { headers.first(name: "content-type") ?? "" }
 
-    var description: String { "HTTP \(status) \(body.prefix(600))" }
+    public var description: String { "HTTP \(status) \(body.prefix(600))" }
 
     /// True when the body has the `{code, msg, data}` envelope.
-    var hasEnvelope: Bool {
+    public var hasEnvelope: Bool {
         guard let o = json?.object else { return false }
         return o["code"]?.int != nil && o["msg"]?.string != nil && o.keys.contains("data")
     }
 }
 
-/// Thin HTTP wrapper around one herald server.
-struct HeraldAPI: Sendable {
-    let server: HeraldInstance
+/// A herald node the tests talk to: a process they started, or a node of the local cluster.
+public protocol HeraldEndpoint: Sendable {
+    var host: String { get }
+    var port: Int { get }
+    var adminToken: String? { get }
+}
 
-    func request(
+extension HeraldEndpoint {
+    public var baseURL: String { "http://\(host):\(port)" }
+    public var api: HeraldAPI { HeraldAPI(server: self) }
+}
+
+/// A node somebody else started (the local cluster's nodes and its balancer).
+public struct RemoteHerald: HeraldEndpoint {
+    public let host: String
+    public let port: Int
+    public let adminToken: String?
+
+    public init(host: String = "127.0.0.1", port: Int, adminToken: String?) {
+        self.host = host
+        self.port = port
+        self.adminToken = adminToken
+    }
+}
+
+/// Thin HTTP wrapper around one herald server.
+public struct HeraldAPI: Sendable {
+    public let server: any HeraldEndpoint
+
+    public func request(
         _ method: HTTPMethod, _ path: String, headers: [(String, String)] = [], body: Data? = nil,
         timeout: Duration = .seconds(15)
     ) async throws -> APIResponse {
@@ -55,28 +80,28 @@ struct HeraldAPI: Sendable {
         return APIResponse(status: Int(resp.status.code), headers: resp.headers, body: String(buffer: bytes))
     }
 
-    func get(_ path: String, headers: [(String, String)] = [], timeout: Duration = .seconds(15)) async throws
+    public func get(_ path: String, headers: [(String, String)] = [], timeout: Duration = .seconds(15)) async throws
         -> APIResponse
     {
         try await request(.GET, path, headers: headers, timeout: timeout)
     }
 
     /// GET with the admin token (when the server has one).
-    func adminGet(_ path: String) async throws -> APIResponse {
+    public func adminGet(_ path: String) async throws -> APIResponse {
         try await request(.GET, path, headers: adminHeaders)
     }
 
-    func adminPost(_ path: String) async throws -> APIResponse {
+    public func adminPost(_ path: String) async throws -> APIResponse {
         try await request(.POST, path, headers: adminHeaders, body: Data())
     }
 
-    var adminHeaders: [(String, String)] {
+    public var adminHeaders: [(String, String)] {
         if let t = server.adminToken { return [("Authorization", "Bearer \(t)")] }
         return []
     }
 
     /// POST a JSON body with optional SystemId / Authorization headers.
-    func post(
+    public func post(
         _ path: String, systemId: String?, auth: String? = nil, headers: [(String, String)] = [], json: JSON,
         timeout: Duration = .seconds(15)
     ) async throws -> APIResponse {
@@ -84,7 +109,7 @@ struct HeraldAPI: Sendable {
             path, systemId: systemId, auth: auth, headers: headers, body: Data(json.encoded.utf8), timeout: timeout)
     }
 
-    func postRaw(
+    public func postRaw(
         _ path: String, systemId: String?, auth: String? = nil, headers: [(String, String)] = [], body: Data,
         timeout: Duration = .seconds(15)
     ) async throws -> APIResponse {
@@ -96,7 +121,7 @@ struct HeraldAPI: Sendable {
     }
 
     /// Register a fresh system with a unique id.
-    func registerSystem(
+    public func registerSystem(
         id fixedId: String? = nil, secret: String? = nil, clientAuth: Bool? = nil, adminAuth: String? = nil
     ) async throws -> TestSystem {
         let id = fixedId ?? newSystemId()
@@ -113,15 +138,27 @@ struct HeraldAPI: Sendable {
 }
 
 /// A registered business system: calls carry its SystemId (and secret).
-struct TestSystem: Sendable {
-    let server: HeraldInstance
-    let id: String
-    let secret: String?
-    let clientAuth: Bool
+public struct TestSystem: Sendable {
+    public let server: any HeraldEndpoint
+    public let id: String
+    public let secret: String?
+    public let clientAuth: Bool
 
-    var api: HeraldAPI { server.api }
+    public init(server: any HeraldEndpoint, id: String, secret: String?, clientAuth: Bool) {
+        self.server = server
+        self.id = id
+        self.secret = secret
+        self.clientAuth = clientAuth
+    }
 
-    func call(
+    public var api: HeraldAPI { server.api }
+
+    /// The same system, reached through another node.
+    public func via(_ node: any HeraldEndpoint) -> TestSystem {
+        TestSystem(server: node, id: id, secret: secret, clientAuth: clientAuth)
+    }
+
+    public func call(
         _ route: String, _ body: JSON, headers: [(String, String)] = [], timeout: Duration = .seconds(15)
     ) async throws -> APIResponse {
         try await api.post("/api/\(route)", systemId: id, auth: secret, headers: headers, json: body, timeout: timeout)
@@ -129,7 +166,7 @@ struct TestSystem: Sendable {
 
     /// Calls and requires success (HTTP 200, code 0); returns `data`.
     @discardableResult
-    func ok(
+    public func ok(
         _ route: String, _ body: JSON, headers: [(String, String)] = [], timeout: Duration = .seconds(15)
     ) async throws -> JSON {
         let r = try await call(route, body, headers: headers, timeout: timeout)
@@ -140,7 +177,7 @@ struct TestSystem: Sendable {
     }
 
     /// Sends to a client and returns the messageId.
-    func send(to clientId: String, _ extra: [String: JSON] = [:]) async throws -> String {
+    public func send(to clientId: String, _ extra: [String: JSON] = [:]) async throws -> String {
         var body = extra
         body["clientId"] = .string(clientId)
         let d = try await ok("send_to_client", .object(body))
@@ -150,7 +187,7 @@ struct TestSystem: Sendable {
         return m
     }
 
-    func bind(
+    public func bind(
         _ clientId: String, group: String, userId: String? = nil, extend: String? = nil,
         timeout: Duration = .seconds(15)
     ) async throws {
@@ -161,7 +198,7 @@ struct TestSystem: Sendable {
     }
 
     /// Opens a WebSocket for this system (with a valid JWT when client auth is on) and reads the first frame.
-    func connect(userId: String = "user", receiveBufferSize: Int? = nil) async throws -> ConnectedClient {
+    public func connect(userId: String = "user", receiveBufferSize: Int? = nil) async throws -> ConnectedClient {
         var path = "/ws?systemId=\(id)"
         if clientAuth, let secret {
             path += "&token=" + makeJWT(secret: secret, sub: userId, exp: Date().addingTimeInterval(600))
@@ -179,22 +216,27 @@ struct TestSystem: Sendable {
     }
 }
 
-struct ConnectedClient: Sendable {
-    let ws: TestWebSocket
-    let clientId: String
+public struct ConnectedClient: Sendable {
+    public let ws: TestWebSocket
+    public let clientId: String
+
+    public init(ws: TestWebSocket, clientId: String) {
+        self.ws = ws
+        self.clientId = clientId
+    }
 }
 
-func newSystemId() -> String {
+public func newSystemId() -> String {
     "t" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased().prefix(20)
 }
 
 /// Unique names for groups, users and markers.
-func unique(_ prefix: String) -> String {
+public func unique(_ prefix: String) -> String {
     prefix + "-" + UUID().uuidString.prefix(8).lowercased()
 }
 
 /// Changes one character in the middle of a client ID (keeps it URL-safe base64).
-func tamper(_ id: String) -> String {
+public func tamper(_ id: String) -> String {
     var chars = Array(id)
     let i = chars.count / 2
     chars[i] = chars[i] == "A" ? "B" : "A"

@@ -1,7 +1,7 @@
 import Foundation
 
 /// A small JSON value type used to build request bodies and inspect answers and frames.
-enum JSON: Sendable, Equatable, Codable, CustomStringConvertible {
+public enum JSON: Sendable, Equatable, Codable, CustomStringConvertible {
     case null
     case bool(Bool)
     case number(Double)
@@ -9,7 +9,7 @@ enum JSON: Sendable, Equatable, Codable, CustomStringConvertible {
     case array([JSON])
     case object([String: JSON])
 
-    init(from decoder: any Decoder) throws {
+    public init(from decoder: any Decoder) throws {
         let c = try decoder.singleValueContainer()
         if c.decodeNil() {
             self = .null
@@ -26,7 +26,7 @@ enum JSON: Sendable, Equatable, Codable, CustomStringConvertible {
         }
     }
 
-    func encode(to encoder: any Encoder) throws {
+    public func encode(to encoder: any Encoder) throws {
         var c = encoder.singleValueContainer()
         switch self {
         case .null: try c.encodeNil()
@@ -39,54 +39,54 @@ enum JSON: Sendable, Equatable, Codable, CustomStringConvertible {
         }
     }
 
-    static func parse(_ text: String) -> JSON? {
+    public static func parse(_ text: String) -> JSON? {
         try? JSONDecoder().decode(JSON.self, from: Data(text.utf8))
     }
 
-    static func parse(_ data: Data) -> JSON? {
+    public static func parse(_ data: Data) -> JSON? {
         try? JSONDecoder().decode(JSON.self, from: data)
     }
 
-    var encoded: String {
+    public var encoded: String {
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return String(decoding: (try? enc.encode(self)) ?? Data("null".utf8), as: UTF8.self)
     }
 
-    var description: String { encoded }
+    public var description: String { encoded }
 
-    subscript(key: String) -> JSON? {
+    public subscript(key: String) -> JSON? {
         if case .object(let o) = self { return o[key] }
         return nil
     }
 
-    subscript(index: Int) -> JSON? {
+    public subscript(index: Int) -> JSON? {
         if case .array(let a) = self, a.indices.contains(index) { return a[index] }
         return nil
     }
 
-    var string: String? { if case .string(let s) = self { return s }; return nil }
-    var double: Double? { if case .number(let d) = self { return d }; return nil }
-    var int: Int? {
+    public var string: String? { if case .string(let s) = self { return s }; return nil }
+    public var double: Double? { if case .number(let d) = self { return d }; return nil }
+    public var int: Int? {
         if case .number(let d) = self, d == d.rounded(), abs(d) < 9e15 { return Int(d) }
         return nil
     }
-    var bool: Bool? { if case .bool(let b) = self { return b }; return nil }
-    var array: [JSON]? { if case .array(let a) = self { return a }; return nil }
-    var object: [String: JSON]? { if case .object(let o) = self { return o }; return nil }
-    var isNull: Bool { self == .null }
+    public var bool: Bool? { if case .bool(let b) = self { return b }; return nil }
+    public var array: [JSON]? { if case .array(let a) = self { return a }; return nil }
+    public var object: [String: JSON]? { if case .object(let o) = self { return o }; return nil }
+    public var isNull: Bool { self == .null }
 }
 
 extension JSON: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByFloatLiteral,
     ExpressibleByBooleanLiteral, ExpressibleByNilLiteral, ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral
 {
-    init(stringLiteral value: String) { self = .string(value) }
-    init(integerLiteral value: Int) { self = .number(Double(value)) }
-    init(floatLiteral value: Double) { self = .number(value) }
-    init(booleanLiteral value: Bool) { self = .bool(value) }
-    init(nilLiteral: ()) { self = .null }
-    init(arrayLiteral elements: JSON...) { self = .array(elements) }
-    init(dictionaryLiteral elements: (String, JSON)...) {
+    public init(stringLiteral value: String) { self = .string(value) }
+    public init(integerLiteral value: Int) { self = .number(Double(value)) }
+    public init(floatLiteral value: Double) { self = .number(value) }
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
+    public init(nilLiteral: ()) { self = .null }
+    public init(arrayLiteral elements: JSON...) { self = .array(elements) }
+    public init(dictionaryLiteral elements: (String, JSON)...) {
         self = .object(Dictionary(elements, uniquingKeysWith: { _, b in b }))
     }
 }

@@ -5,7 +5,7 @@ import NIOWebSocket
 import Synchronization
 
 /// What the raw test client observed from the server.
-enum WSEvent: Sendable, Equatable {
+public enum WSEvent: Sendable, Equatable {
     case text(String)
     case binary(Int)
     case ping
@@ -17,24 +17,24 @@ enum WSEvent: Sendable, Equatable {
     case invalidFrame(String)
 }
 
-struct WebSocketNotUpgraded: Error, CustomStringConvertible {
-    let status: Int
-    let response: String
-    var description: String { "WebSocket upgrade refused with HTTP \(status): \(response.prefix(400))" }
+public struct WebSocketNotUpgraded: Error, CustomStringConvertible {
+    public let status: Int
+    public let response: String
+    public var description: String { "WebSocket upgrade refused with HTTP \(status): \(response.prefix(400))" }
 }
 
-struct WebSocketTimeout: Error, CustomStringConvertible {
-    let what: String
-    var description: String { "timed out waiting for \(what)" }
+public struct WebSocketTimeout: Error, CustomStringConvertible {
+    public let what: String
+    public var description: String { "timed out waiting for \(what)" }
 }
 
-struct WebSocketClosedError: Error, CustomStringConvertible {
-    let event: WSEvent
-    var description: String { "connection closed instead of a text frame: \(event)" }
+public struct WebSocketClosedError: Error, CustomStringConvertible {
+    public let event: WSEvent
+    public var description: String { "connection closed instead of a text frame: \(event)" }
 }
 
 /// Events queue with a single async consumer and a timeout per wait.
-final class WSInbox: Sendable {
+public final class WSInbox: Sendable {
     private struct State {
         var events: [WSEvent] = []
         var head = 0
@@ -56,15 +56,15 @@ final class WSInbox: Sendable {
 
     private let state = Mutex(State())
     /// When set, text frames for which it returns false are dropped (used by the 1,000-client test).
-    let textFilter: (@Sendable (String) -> Bool)?
+    public let textFilter: (@Sendable (String) -> Bool)?
 
-    init(textFilter: (@Sendable (String) -> Bool)?) {
+    public init(textFilter: (@Sendable (String) -> Bool)?) {
         self.textFilter = textFilter
     }
 
-    var pingCount: Int { state.withLock { $0.pings } }
+    public var pingCount: Int { state.withLock { $0.pings } }
 
-    func push(_ event: WSEvent) {
+    public func push(_ event: WSEvent) {
         if case .text(let t) = event, let f = textFilter, !f(t) { return }
         state.withLock { s in
             if case .ping = event { s.pings += 1 }
@@ -77,7 +77,7 @@ final class WSInbox: Sendable {
         }
     }
 
-    func next(timeout: Duration, eventLoop: any EventLoop) async -> WSEvent? {
+    public func next(timeout: Duration, eventLoop: any EventLoop) async -> WSEvent? {
         if let e = state.withLock({ $0.pop() }) { return e }
         return await withCheckedContinuation { (cont: CheckedContinuation<WSEvent?, Never>) in
             let id: Int? = state.withLock { s in
@@ -107,15 +107,15 @@ final class WSInbox: Sendable {
     }
 }
 
-final class WSFlags: Sendable {
-    let autoPong = Atomic<Bool>(true)
+public final class WSFlags: Sendable {
+    public let autoPong = Atomic<Bool>(true)
 }
 
 /// Writes the HTTP/1.1 upgrade request, parses the answer, then installs the WebSocket codec.
 private final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
-    typealias OutboundOut = ByteBuffer
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
 
     private let request: String
     private let promise: EventLoopPromise<Void>
@@ -125,21 +125,21 @@ private final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHan
     private var upgraded = false
     private var failed = false
 
-    init(request: String, promise: EventLoopPromise<Void>, inbox: WSInbox, flags: WSFlags) {
+    public init(request: String, promise: EventLoopPromise<Void>, inbox: WSInbox, flags: WSFlags) {
         self.request = request
         self.promise = promise
         self.inbox = inbox
         self.flags = flags
     }
 
-    func channelActive(context: ChannelHandlerContext) {
+    public func channelActive(context: ChannelHandlerContext) {
         var buf = context.channel.allocator.buffer(capacity: request.utf8.count)
         buf.writeString(request)
         context.writeAndFlush(Self.wrapOutboundOut(buf), promise: nil)
         context.fireChannelActive()
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var incoming = Self.unwrapInboundIn(data)
         if upgraded {
             context.fireChannelRead(Self.wrapInboundOut(incoming))
@@ -208,7 +208,7 @@ private final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHan
         return nil
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    public func channelInactive(context: ChannelHandlerContext) {
         if !upgraded && !failed {
             failed = true
             promise.fail(WebSocketNotUpgraded(status: 0, response: "connection closed during handshake"))
@@ -216,7 +216,7 @@ private final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHan
         context.fireChannelInactive()
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if !upgraded && !failed {
             failed = true
             promise.fail(error)
@@ -227,8 +227,8 @@ private final class HandshakeHandler: ChannelInboundHandler, RemovableChannelHan
 
 /// Collects frames into the inbox, answers pings, echoes the close handshake.
 private final class FrameCollector: ChannelInboundHandler {
-    typealias InboundIn = WebSocketFrame
-    typealias OutboundOut = WebSocketFrame
+    public typealias InboundIn = WebSocketFrame
+    public typealias OutboundOut = WebSocketFrame
 
     private let inbox: WSInbox
     private let flags: WSFlags
@@ -236,12 +236,12 @@ private final class FrameCollector: ChannelInboundHandler {
     private var fragmentIsText = true
     private var sawClose = false
 
-    init(inbox: WSInbox, flags: WSFlags) {
+    public init(inbox: WSInbox, flags: WSFlags) {
         self.inbox = inbox
         self.flags = flags
     }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = Self.unwrapInboundIn(data)
         switch frame.opcode {
         case .text, .binary:
@@ -294,22 +294,22 @@ private final class FrameCollector: ChannelInboundHandler {
         }
     }
 
-    func channelInactive(context: ChannelHandlerContext) {
+    public func channelInactive(context: ChannelHandlerContext) {
         inbox.push(.eof)
         context.fireChannelInactive()
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
         inbox.push(.invalidFrame("\(error)"))
         context.close(promise: nil)
     }
 }
 
 /// A minimal WebSocket client on SwiftNIO for black-box tests.
-final class TestWebSocket: Sendable {
-    let channel: any Channel
-    let inbox: WSInbox
-    let flags: WSFlags
+public final class TestWebSocket: Sendable {
+    public let channel: any Channel
+    public let inbox: WSInbox
+    public let flags: WSFlags
 
     private init(channel: any Channel, inbox: WSInbox, flags: WSFlags) {
         self.channel = channel
@@ -318,7 +318,7 @@ final class TestWebSocket: Sendable {
     }
 
     /// Connects and performs the upgrade; throws `WebSocketNotUpgraded` (with the HTTP status) when refused.
-    static func connect(
+    public static func connect(
         host: String, port: Int, path: String, receiveBufferSize: Int? = nil, autoPong: Bool = true,
         textFilter: (@Sendable (String) -> Bool)? = nil, timeout: Duration = .seconds(10)
     ) async throws -> TestWebSocket {
@@ -372,7 +372,7 @@ final class TestWebSocket: Sendable {
     }
 
     /// The next event (pings are skipped unless `includePings`). Throws `WebSocketTimeout`.
-    func nextEvent(timeout: Duration = .seconds(5), includePings: Bool = false) async throws -> WSEvent {
+    public func nextEvent(timeout: Duration = .seconds(5), includePings: Bool = false) async throws -> WSEvent {
         let deadline = ContinuousClock.now + timeout
         while true {
             let remaining = deadline - ContinuousClock.now
@@ -387,7 +387,7 @@ final class TestWebSocket: Sendable {
     }
 
     /// The next text frame; throws `WebSocketClosedError` when the server closed instead.
-    func next(timeout: Duration = .seconds(5)) async throws -> String {
+    public func next(timeout: Duration = .seconds(5)) async throws -> String {
         while true {
             switch try await nextEvent(timeout: timeout) {
             case .text(let t): return t
@@ -397,7 +397,7 @@ final class TestWebSocket: Sendable {
         }
     }
 
-    func nextJSON(timeout: Duration = .seconds(5)) async throws -> JSON {
+    public func nextJSON(timeout: Duration = .seconds(5)) async throws -> JSON {
         let t = try await next(timeout: timeout)
         guard let j = JSON.parse(t) else { throw WebSocketTimeout(what: "a JSON frame, got \(t.prefix(200))") }
         return j
@@ -405,14 +405,14 @@ final class TestWebSocket: Sendable {
 
     /// Reads until the server closes; returns the close code (nil if the TCP connection ended without
     /// a close frame, or the close frame had no code) and how many text frames came before it.
-    func waitForClose(timeout: Duration = .seconds(5)) async throws -> (code: Int?, texts: Int) {
+    public func waitForClose(timeout: Duration = .seconds(5)) async throws -> (code: Int?, texts: Int) {
         let r = try await waitForCloseEvent(timeout: timeout)
         if case .close(let code) = r.event { return (code, r.texts) }
         return (nil, r.texts)
     }
 
     /// Like `waitForClose` but returns the ending event (`.close(code:)` or `.eof`).
-    func waitForCloseEvent(timeout: Duration = .seconds(5)) async throws -> (event: WSEvent, texts: Int) {
+    public func waitForCloseEvent(timeout: Duration = .seconds(5)) async throws -> (event: WSEvent, texts: Int) {
         let deadline = ContinuousClock.now + timeout
         var texts = 0
         while true {
@@ -428,41 +428,41 @@ final class TestWebSocket: Sendable {
         }
     }
 
-    var pingCount: Int { inbox.pingCount }
+    public var pingCount: Int { inbox.pingCount }
 
-    func setAutoPong(_ on: Bool) { flags.autoPong.store(on, ordering: .relaxed) }
+    public func setAutoPong(_ on: Bool) { flags.autoPong.store(on, ordering: .relaxed) }
 
-    func sendText(_ text: String) async throws {
+    public func sendText(_ text: String) async throws {
         var buf = channel.allocator.buffer(capacity: text.utf8.count)
         buf.writeString(text)
         try await channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: buf))
     }
 
     /// Sends one text frame of exactly `size` payload bytes.
-    func sendFrame(size: Int) async throws {
+    public func sendFrame(size: Int) async throws {
         var buf = channel.allocator.buffer(capacity: size)
         buf.writeRepeatingByte(UInt8(ascii: "a"), count: size)
         try await channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, maskKey: .random(), data: buf))
     }
 
-    func sendBinary(_ bytes: [UInt8]) async throws {
+    public func sendBinary(_ bytes: [UInt8]) async throws {
         var buf = channel.allocator.buffer(capacity: bytes.count)
         buf.writeBytes(bytes)
         try await channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, maskKey: .random(), data: buf))
     }
 
     /// Stops reading from the socket (the server's writes back up).
-    func pauseReading() async throws {
+    public func pauseReading() async throws {
         try await channel.setOption(ChannelOptions.autoRead, value: false).get()
     }
 
-    func resumeReading() async throws {
+    public func resumeReading() async throws {
         try await channel.setOption(ChannelOptions.autoRead, value: true).get()
         channel.read()
     }
 
     /// Sends a close frame (1000) and closes the TCP connection.
-    func close() async throws {
+    public func close() async throws {
         guard channel.isActive else { return }
         var buf = channel.allocator.buffer(capacity: 2)
         buf.writeInteger(UInt16(1000))
@@ -472,7 +472,7 @@ final class TestWebSocket: Sendable {
     }
 
     /// Drops the TCP connection without a close frame.
-    func abort() async {
+    public func abort() async {
         try? await channel.close()
     }
 }
