@@ -128,9 +128,8 @@ struct AuthTests {
         let client = try await sys.connect()
         let m = try await sys.send(to: client.clientId)
         #expect(try await client.ws.nextJSON()["messageId"]?.string == m)
-        expectFailure(try await sys.via(server).api.post("/api/send_to_client", systemId: id, json: ["clientId": .string(client.clientId)]), status: 401, code: 4010)
+        expectFailure(try await server.api.post("/api/send_to_client", systemId: id, json: ["clientId": .string(client.clientId)]), status: 401, code: 4010)
         await client.ws.abort()
-    }
     }
 
     @Test("clientAuth false: a system with a secret accepts WebSocket clients without a token")
