@@ -4,161 +4,197 @@ import Testing
 
 /// Faults on the real parts: a node killed and restarted, etcd stopped, the Kafka path cut.
 /// Each test puts the cluster back as it found it.
-@Suite("Cluster faults", .serialized)
-struct FaultTests {
-    /// The cluster's lease TTL (scripts/cluster.env).
-    static let leaseTTL: Duration = .seconds(10)
+extension ClusterSuite {
+    @Suite("Cluster faults")
+    struct FaultTests {
+        /// The cluster's lease TTL (scripts/cluster.env).
+        static let leaseTTL: Duration = .seconds(10)
 
-    @Test("kill -9 a node: its clients answer 4040 within TTL + 3 s; a restart takes a new epoch")
-    func killedNode() async throws {
-        let system = try await LocalCluster.registerSystem()
-        let victim = try await system.via(LocalCluster.node(2)).connect()
-        let survivor = try await system.via(LocalCluster.node(1)).connect()
-        let before = try await nodeRecord("node2")
+        @Test("kill -9 a node: its clients answer 4040 within TTL + 3 s; a restart takes a new epoch")
+        func killedNode() async throws {
+            let system = try await LocalCluster.registerSystem()
+            let victim = try await system.via(LocalCluster.node(2)).connect()
+            let survivor = try await system.via(LocalCluster.node(1)).connect()
+            let before = try await nodeRecord("node2")
 
-        try await LocalCluster.control("kill", "node2")
-        let killedAt = ContinuousClock.now
-        // Meanwhile the other nodes never stop serving.
-        let watcher = Task {
-            var failures = 0
-            while !Task.isCancelled {
-                for node in [LocalCluster.node(1), LocalCluster.node(3)] {
-                    if (try? await node.api.get("/healthz", timeout: .seconds(2)))?.status != 200 { failures += 1 }
+            try await LocalCluster.control("kill", "node2")
+            let killedAt = ContinuousClock.now
+            // Meanwhile the other nodes never stop serving.
+            let watcher = Task {
+                var failures = 0
+                while !Task.isCancelled {
+                    for node in [LocalCluster.node(1), LocalCluster.node(3)] {
+                        if (try? await node.api.get("/healthz", timeout: .seconds(2)))?.status != 200 {
+                            failures += 1
+                        }
+                    }
+                    try? await Task.sleep(for: .milliseconds(200))
                 }
-                try? await Task.sleep(for: .milliseconds(200))
+                return failures
             }
-            return failures
-        }
-        let waited = try await LocalCluster.eventually("sends to the dead node's client to answer 4040", timeout: Self.leaseTTL + .seconds(3)) {
-            try await system.via(LocalCluster.node(3)).call("send_to_client", ["clientId": .string(victim.clientId)]).code == 4040
-        }
-        print("cluster: sends to a killed node's client answered 4040 after \(ContinuousClock.now - killedAt) (poll took \(waited))")
-        // The survivor still gets messages.
-        let id = try await system.via(LocalCluster.node(3)).send(to: survivor.clientId)
-        #expect(try await survivor.ws.nextJSON()["messageId"]?.string == id)
-
-        try await LocalCluster.control("start", "node2")
-        watcher.cancel()
-        #expect(await watcher.value == 0, "nodes 1 and 3 answered /healthz throughout")
-        let after = try await nodeRecord("node2")
-        #expect(after["epoch"]?.int != before["epoch"]?.int, "a restarted node claims its slot with a new epoch")
-        // The old ID stays dead; a new client on the restarted node works.
-        expectFailure(try await system.via(LocalCluster.node(1)).call("send_to_client", ["clientId": .string(victim.clientId)]), status: 404, code: 4040)
-        let fresh = try await system.via(LocalCluster.node(2)).connect()
-        let freshId = try await system.via(LocalCluster.node(1)).send(to: fresh.clientId)
-        #expect(try await fresh.ws.nextJSON()["messageId"]?.string == freshId)
-        try await fresh.ws.close()
-        try await survivor.ws.close()
-    }
-
-    @Test("etcd stopped: nodes keep routing from their last view, turn unready, and recover")
-    func etcdOutage() async throws {
-        let system = try await LocalCluster.registerSystem()
-        let a = try await system.via(LocalCluster.node(1)).connect()
-        let b = try await system.via(LocalCluster.node(3)).connect()
-        try await LocalCluster.control("stop", "etcd")
-        do {
-            _ = try await LocalCluster.eventually("readyz to turn 503 without etcd", timeout: .seconds(15)) {
-                try await LocalCluster.node(1).api.get("/readyz", timeout: .seconds(3)).status == 503
+            let waited = try await LocalCluster.eventually(
+                "sends to the dead node's client to answer 4040", timeout: Self.leaseTTL + .seconds(3)
+            ) {
+                try await system.via(LocalCluster.node(3)).call(
+                    "send_to_client", ["clientId": .string(victim.clientId)]
+                ).code == 4040
             }
-            // Routing continues: cross-node sends between known clients still deliver.
-            let id = try await system.via(LocalCluster.node(2)).send(to: a.clientId)
-            #expect(try await a.ws.nextJSON()["messageId"]?.string == id)
-            let id2 = try await system.via(LocalCluster.node(1)).send(to: b.clientId)
-            #expect(try await b.ws.nextJSON()["messageId"]?.string == id2)
-        } catch {
-            try? await LocalCluster.control("start", "etcd")
-            throw error
-        }
-        try await LocalCluster.control("start", "etcd")
-        let recovered = try await LocalCluster.eventually("every node ready again", timeout: .seconds(30)) {
-            for node in LocalCluster.nodes where try await node.api.get("/readyz", timeout: .seconds(3)).status != 200 {
-                return false
-            }
-            return true
-        }
-        print("cluster: nodes ready again \(recovered) after etcd restarted")
-        // And the clients kept their IDs through it.
-        let id3 = try await system.via(LocalCluster.node(2)).send(to: b.clientId)
-        #expect(try await b.ws.nextJSON()["messageId"]?.string == id3)
-        try await a.ws.close()
-        try await b.ws.close()
-    }
+            print(
+                "cluster: sends to a killed node's client answered 4040 after \(ContinuousClock.now - killedAt) (poll took \(waited))"
+            )
+            // The survivor still gets messages.
+            let id = try await system.via(LocalCluster.node(3)).send(to: survivor.clientId)
+            #expect(try await survivor.ws.nextJSON()["messageId"]?.string == id)
 
-    @Test("Kafka path cut: sends answer 5030 and nothing is delivered; restored, sends recover")
-    func kafkaPathCut() async throws {
-        let system = try await LocalCluster.registerSystem()
-        let client = try await system.via(LocalCluster.node(1)).connect()
-        try await LocalCluster.control("stop", "adapter")
-        var refused: String?
-        do {
-            let started = ContinuousClock.now
-            let answer = try await system.via(LocalCluster.node(2)).call(
-                "send_to_client", ["clientId": .string(client.clientId), "msg": "during outage"], timeout: .seconds(20))
-            print("cluster: a send with the Kafka path cut answered \(answer.code ?? -1) after \(ContinuousClock.now - started)")
-            expectFailure(answer, status: 503, code: 5030)
-            refused = answer.data?["messageId"]?.string
-            _ = try await LocalCluster.eventually("readyz to turn 503 without Kafka", timeout: .seconds(10)) {
-                try await LocalCluster.node(2).api.get("/readyz", timeout: .seconds(3)).status == 503
-            }
-        } catch {
-            try? await LocalCluster.control("start", "adapter")
-            throw error
+            try await LocalCluster.control("start", "node2")
+            watcher.cancel()
+            #expect(await watcher.value == 0, "nodes 1 and 3 answered /healthz throughout")
+            let after = try await nodeRecord("node2")
+            #expect(
+                after["epoch"]?.int != before["epoch"]?.int,
+                "a restarted node claims its slot with a new epoch")
+            // The old ID stays dead; a new client on the restarted node works.
+            expectFailure(
+                try await system.via(LocalCluster.node(1)).call(
+                    "send_to_client", ["clientId": .string(victim.clientId)]), status: 404, code: 4040)
+            let fresh = try await system.via(LocalCluster.node(2)).connect()
+            let freshId = try await system.via(LocalCluster.node(1)).send(to: fresh.clientId)
+            #expect(try await fresh.ws.nextJSON()["messageId"]?.string == freshId)
+            try await fresh.ws.close()
+            try await survivor.ws.close()
         }
-        try await LocalCluster.control("start", "adapter")
-        let back = try await LocalCluster.eventually("sends to succeed again", timeout: .seconds(30), every: .milliseconds(500)) {
-            try await system.via(LocalCluster.node(2)).call(
-                "send_to_client", ["clientId": .string(client.clientId), "msg": "after"], timeout: .seconds(10)
-            ).code == 0
-        }
-        print("cluster: sends recovered \(back) after the Kafka path was restored")
-        // What was refused never arrives; what was accepted does.
-        var seen: [String] = []
-        while let frame = try? await client.ws.nextJSON(timeout: .seconds(2)) {
-            seen.append(frame["msg"]?.string ?? "")
-            if let id = frame["messageId"]?.string { #expect(id != refused) }
-        }
-        #expect(!seen.contains("during outage"))
-        #expect(seen.contains("after"))
-        _ = try await LocalCluster.eventually("every node ready again", timeout: .seconds(20)) {
-            for node in LocalCluster.nodes where try await node.api.get("/readyz", timeout: .seconds(3)).status != 200 {
-                return false
-            }
-            return true
-        }
-        try await client.ws.close()
-    }
 
-    @Test("every slot taken where the broker cannot add partitions: the node stays unready and says why")
-    func slotsExhausted() async throws {
-        let tag = UUID().uuidString.prefix(8).lowercased()
-        let args = [
-            "--kafka", "127.0.0.1:9092", "--etcd", "http://127.0.0.1:2379", "--admin-token", LocalCluster.adminToken,
-            "--unicast-topic", "herald.unicast.t\(tag)", "--broadcast-topic", "herald.broadcast.t\(tag)",
-            "--etcd-prefix", "/herald-test-\(tag)/", "--unicast-partitions", "1",
-            "--client-id-key", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-        ]
-        let first = try await HeraldInstance.start(dev: false, extraArgs: args + ["--node-id", "first-\(tag)"], waitForReady: true)
-        defer { Task { _ = await first.stop() } }
-        let second = try await HeraldInstance.start(dev: false, extraArgs: args + ["--node-id", "second-\(tag)"])
-        defer { Task { _ = await second.stop() } }
-        _ = try await LocalCluster.eventually("the second node to explain why it is not ready", timeout: .seconds(15)) {
-            let ready = try await second.api.get("/readyz")
-            return ready.status == 503 && (ready.msg ?? "").contains("unicast-partitions")
+        @Test("etcd stopped: nodes keep routing from their last view, turn unready, and recover")
+        func etcdOutage() async throws {
+            let system = try await LocalCluster.registerSystem()
+            let a = try await system.via(LocalCluster.node(1)).connect()
+            let b = try await system.via(LocalCluster.node(3)).connect()
+            try await LocalCluster.control("stop", "etcd")
+            do {
+                _ = try await LocalCluster.eventually(
+                    "readyz to turn 503 without etcd", timeout: .seconds(15)
+                ) {
+                    try await LocalCluster.node(1).api.get("/readyz", timeout: .seconds(3)).status == 503
+                }
+                // Routing continues: cross-node sends between known clients still deliver.
+                let id = try await system.via(LocalCluster.node(2)).send(to: a.clientId)
+                #expect(try await a.ws.nextJSON()["messageId"]?.string == id)
+                let id2 = try await system.via(LocalCluster.node(1)).send(to: b.clientId)
+                #expect(try await b.ws.nextJSON()["messageId"]?.string == id2)
+            } catch {
+                try? await LocalCluster.control("start", "etcd")
+                throw error
+            }
+            try await LocalCluster.control("start", "etcd")
+            let recovered = try await LocalCluster.eventually(
+                "every node ready again", timeout: .seconds(30)
+            ) {
+                for node in LocalCluster.nodes
+                where try await node.api.get("/readyz", timeout: .seconds(3)).status != 200 {
+                    return false
+                }
+                return true
+            }
+            print("cluster: nodes ready again \(recovered) after etcd restarted")
+            // And the clients kept their IDs through it.
+            let id3 = try await system.via(LocalCluster.node(2)).send(to: b.clientId)
+            #expect(try await b.ws.nextJSON()["messageId"]?.string == id3)
+            try await a.ws.close()
+            try await b.ws.close()
         }
-        // It takes no clients (it has no slot to address them by) but keeps answering.
-        let system = try await first.api.registerSystem()
-        let refused = try? await system.via(second).connect()
-        #expect(refused == nil)
-        #expect(try await second.api.get("/healthz").status == 200)
-        #expect(try await first.api.get("/readyz").status == 200)
-    }
 
-    private func nodeRecord(_ nodeId: String) async throws -> JSON {
-        let nodes = try await LocalCluster.balancer.api.adminGet("/admin/nodes")
-        guard let node = nodes.data?.array?.first(where: { $0["nodeId"]?.string == nodeId }) else {
-            throw HeraldLaunchError(description: "\(nodeId) is not in /admin/nodes: \(nodes)")
+        @Test("Kafka path cut: sends answer 5030 and nothing is delivered; restored, sends recover")
+        func kafkaPathCut() async throws {
+            let system = try await LocalCluster.registerSystem()
+            let client = try await system.via(LocalCluster.node(1)).connect()
+            try await LocalCluster.control("stop", "adapter")
+            var refused: String?
+            do {
+                let started = ContinuousClock.now
+                let answer = try await system.via(LocalCluster.node(2)).call(
+                    "send_to_client", ["clientId": .string(client.clientId), "msg": "during outage"],
+                    timeout: .seconds(20))
+                print(
+                    "cluster: a send with the Kafka path cut answered \(answer.code ?? -1) after \(ContinuousClock.now - started)"
+                )
+                expectFailure(answer, status: 503, code: 5030)
+                refused = answer.data?["messageId"]?.string
+                _ = try await LocalCluster.eventually(
+                    "readyz to turn 503 without Kafka", timeout: .seconds(10)
+                ) {
+                    try await LocalCluster.node(2).api.get("/readyz", timeout: .seconds(3)).status == 503
+                }
+            } catch {
+                try? await LocalCluster.control("start", "adapter")
+                throw error
+            }
+            try await LocalCluster.control("start", "adapter")
+            let back = try await LocalCluster.eventually(
+                "sends to succeed again", timeout: .seconds(30), every: .milliseconds(500)
+            ) {
+                try await system.via(LocalCluster.node(2)).call(
+                    "send_to_client", ["clientId": .string(client.clientId), "msg": "after"],
+                    timeout: .seconds(10)
+                ).code == 0
+            }
+            print("cluster: sends recovered \(back) after the Kafka path was restored")
+            // What was refused never arrives; what was accepted does.
+            var seen: [String] = []
+            while let frame = try? await client.ws.nextJSON(timeout: .seconds(2)) {
+                seen.append(frame["msg"]?.string ?? "")
+                if let id = frame["messageId"]?.string { #expect(id != refused) }
+            }
+            #expect(!seen.contains("during outage"))
+            #expect(seen.contains("after"))
+            _ = try await LocalCluster.eventually("every node ready again", timeout: .seconds(20)) {
+                for node in LocalCluster.nodes
+                where try await node.api.get("/readyz", timeout: .seconds(3)).status != 200 {
+                    return false
+                }
+                return true
+            }
+            try await client.ws.close()
         }
-        return node
+
+        @Test(
+            "every slot taken where the broker cannot add partitions: the node stays unready and says why"
+        )
+        func slotsExhausted() async throws {
+            let tag = UUID().uuidString.prefix(8).lowercased()
+            let args = [
+                "--kafka", "127.0.0.1:9092", "--etcd", "http://127.0.0.1:2379", "--admin-token",
+                LocalCluster.adminToken,
+                "--unicast-topic", "herald.unicast.t\(tag)", "--broadcast-topic",
+                "herald.broadcast.t\(tag)",
+                "--etcd-prefix", "/herald-test-\(tag)/", "--unicast-partitions", "1",
+                "--client-id-key", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ]
+            let first = try await HeraldInstance.start(
+                dev: false, extraArgs: args + ["--node-id", "first-\(tag)"], waitForReady: true)
+            defer { Task { _ = await first.stop() } }
+            let second = try await HeraldInstance.start(
+                dev: false, extraArgs: args + ["--node-id", "second-\(tag)"])
+            defer { Task { _ = await second.stop() } }
+            _ = try await LocalCluster.eventually(
+                "the second node to explain why it is not ready", timeout: .seconds(15)
+            ) {
+                let ready = try await second.api.get("/readyz")
+                return ready.status == 503 && (ready.msg ?? "").contains("unicast-partitions")
+            }
+            // It takes no clients (it has no slot to address them by) but keeps answering.
+            let system = try await first.api.registerSystem()
+            let refused = try? await system.via(second).connect()
+            #expect(refused == nil)
+            #expect(try await second.api.get("/healthz").status == 200)
+            #expect(try await first.api.get("/readyz").status == 200)
+        }
+
+        private func nodeRecord(_ nodeId: String) async throws -> JSON {
+            let nodes = try await LocalCluster.balancer.api.adminGet("/admin/nodes")
+            guard let node = nodes.data?.array?.first(where: { $0["nodeId"]?.string == nodeId }) else {
+                throw HeraldLaunchError(description: "\(nodeId) is not in /admin/nodes: \(nodes)")
+            }
+            return node
+        }
     }
 }

@@ -5,13 +5,17 @@ import Testing
 /// The cluster `scripts/cluster up` started before the tests: three nodes on 7801-7803,
 /// nginx on 7800, Tansu behind its adapter, etcd. Tests drive faults through the same script.
 enum LocalCluster {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent()
         .deletingLastPathComponent()
 
     static let adminToken: String = {
-        if let token = ProcessInfo.processInfo.environment["HERALD_ADMIN_TOKEN"], !token.isEmpty { return token }
+        if let token = ProcessInfo.processInfo.environment["HERALD_ADMIN_TOKEN"], !token.isEmpty {
+            return token
+        }
         let file = root.appendingPathComponent(".cluster/admin-token")
-        return (try? String(contentsOf: file, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        return (try? String(contentsOf: file, encoding: .utf8))?.trimmingCharacters(
+            in: .whitespacesAndNewlines) ?? ""
     }()
 
     static let balancer = RemoteHerald(port: 7800, adminToken: adminToken)
@@ -27,7 +31,8 @@ enum LocalCluster {
         process.executableURL = URL(fileURLWithPath: "/bin/bash")
         process.arguments = [root.appendingPathComponent("scripts/cluster").path, verb, part]
         process.currentDirectoryURL = root
-        let log = FileManager.default.temporaryDirectory.appendingPathComponent("cluster-\(UUID().uuidString).log")
+        let log = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "cluster-\(UUID().uuidString).log")
         _ = FileManager.default.createFile(atPath: log.path, contents: nil)
         let handle = try FileHandle(forWritingTo: log)
         process.standardOutput = handle
@@ -41,7 +46,8 @@ enum LocalCluster {
         process.waitUntilExit()
         try? handle.close()
         guard process.terminationStatus == 0 else {
-            throw HeraldLaunchError(description: "scripts/cluster \(verb) \(part) failed: \(tailOfFile(log))")
+            throw HeraldLaunchError(
+                description: "scripts/cluster \(verb) \(part) failed: \(tailOfFile(log))")
         }
     }
 

@@ -15,7 +15,7 @@ struct AuthTests {
         let again = try await server.api.post("/api/register", systemId: nil, json: ["systemId": .string(id)])
         expectFailure(again, status: 409, code: 4090)
         let withSecret = try await server.api.post(
-            "/api/register", systemId: nil, json: ["systemId": .string(id), "secret": "s3cret"])
+            "/api/register", systemId: nil, json: ["systemId": .string(id), "secret": "s3cret-s3cret-s3cret-s3cret-s3cret-42"])
         expectFailure(withSecret, status: 409, code: 4090)
         // The system registered first still works.
         try await expectStillServing(TestSystem(server: try server, id: id, secret: nil, clientAuth: false))
