@@ -42,8 +42,11 @@ enum LocalCluster {
         while process.isRunning, ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(50))
         }
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
+        // Poll rather than waitUntilExit, which spins a run loop on this thread on Linux.
+        if process.isRunning {
+            process.terminate()
+            while process.isRunning { try await Task.sleep(for: .milliseconds(50)) }
+        }
         try? handle.close()
         guard process.terminationStatus == 0 else {
             throw HeraldLaunchError(
