@@ -12,6 +12,10 @@ public final class ClusterFabric: Sendable {
     public let membership: ClusterMembership
     public let bus: KafkaBus
     public let systems: EtcdSystemDirectory
+    /// Delivery events of this node, sent to the events topic.
+    public let trace: KafkaTraceRecorder
+    /// Replay and trace over Kafka, for /admin.
+    public let replay: ClusterReplay
     private let admin: KafkaAdmin
     private let consumer: FabricConsumer
     private let logger: Logger
@@ -31,6 +35,11 @@ public final class ClusterFabric: Sendable {
         let admin = try KafkaAdmin(config: settings.kafkaBase, logger: logger)
         let etcd = EtcdClient(endpoints: settings.etcd, logger: logger)
         let membership = ClusterMembership(settings: settings, etcd: etcd, admin: admin, logger: logger)
+        let replay = ClusterReplay(
+            kafka: settings.kafka, logger: logger, unicastTopic: settings.unicastTopic,
+            broadcastTopic: settings.broadcastTopic, eventsTopic: settings.eventsTopic)
+        self.replay = replay
+        self.trace = KafkaTraceRecorder(producer: producer, replay: replay)
         self.admin = admin
         self.membership = membership
         self.bus = KafkaBus(producer: producer, settings: settings)
@@ -75,6 +84,7 @@ public final class ClusterFabric: Sendable {
                 await self.consumer.run(identities: self.membership.identityChanges, deliver: deliver, onNewEpoch: onNewEpoch)
             }
             group.addTask { await self.probeKafka() }
+            group.addTask { await self.trace.run() }
             await group.waitForAll()
         }
         await bus.shutdown()
@@ -85,6 +95,7 @@ public final class ClusterFabric: Sendable {
             do {
                 try await admin.createTopic(settings.unicastTopic, partitions: settings.unicastPartitions)
                 try await admin.createTopic(settings.broadcastTopic, partitions: settings.broadcastPartitions)
+                try await admin.createTopic(settings.eventsTopic, partitions: settings.broadcastPartitions)
                 kafkaReachable.store(true, ordering: .relaxed)
                 return
             } catch {

@@ -16,6 +16,7 @@ public struct ClusterSettings: Sendable {
     public var broadcastPartitions: Int32 = 4
     public var unicastTopic = "herald.unicast"
     public var broadcastTopic = "herald.broadcast"
+    public var eventsTopic = "herald.events"
     /// Root of Herald's keys in etcd.
     public var etcdPrefix = "/herald/"
     /// How long a node waits for a peer's answer (online lists, client status).

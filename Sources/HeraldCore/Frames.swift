@@ -54,7 +54,7 @@ struct ClientIDData: Encodable {
 
 /// Encodes the frames the server writes to clients.
 public enum FrameEncoding {
-    static func encode(_ value: some Encodable) -> String {
+    public static func encode(_ value: some Encodable) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
         // Encoding our own frame types cannot fail: every field is a plain JSON value.

@@ -58,15 +58,21 @@ public struct ReplayFilter: Sendable, Hashable {
     }
 
     public func matches(_ record: JournalRecord) -> Bool {
-        if let since, record.timestamp < since { return false }
-        if let until, record.timestamp > until { return false }
         let message = record.message
-        if let systemId, message.systemId != systemId { return false }
-        if let messageId, message.messageId != messageId { return false }
-        if let groupName, message.groupName != groupName { return false }
-        if let clientId {
-            guard case .client(_, let raw) = message.target, raw == clientId else { return false }
-        }
+        var client: String?
+        if case .client(_, let raw) = message.target { client = raw }
+        return matches(
+            timestamp: record.timestamp, systemId: message.systemId, messageId: message.messageId,
+            groupName: message.groupName, clientId: client)
+    }
+
+    public func matches(timestamp: Int64, systemId: String, messageId: String, groupName: String?, clientId: String?) -> Bool {
+        if let since, timestamp < since { return false }
+        if let until, timestamp > until { return false }
+        if let wanted = self.systemId, systemId != wanted { return false }
+        if let wanted = self.messageId, messageId != wanted { return false }
+        if let wanted = self.groupName, groupName != wanted { return false }
+        if let wanted = self.clientId, clientId != wanted { return false }
         return true
     }
 }

@@ -32,6 +32,16 @@ public struct TraceStep: Sendable, Hashable, Codable {
     }
 }
 
+extension TraceStep {
+    /// Steps sorted by time; steps of the same millisecond in the order of a message's path.
+    public static func inPathOrder(_ steps: [TraceStep]) -> [TraceStep] {
+        let rank: [Kind: Int] = [.accepted: 0, .produced: 1, .redelivered: 2, .delivered: 3, .dropped: 4, .acked: 5]
+        return steps.enumerated().sorted {
+            ($0.element.at, rank[$0.element.step] ?? 9, $0.offset) < ($1.element.at, rank[$1.element.step] ?? 9, $1.offset)
+        }.map(\.element)
+    }
+}
+
 /// Records the steps of messages for /admin/trace.
 public protocol TraceRecorder: Sendable {
     func record(_ messageId: String, _ step: TraceStep)

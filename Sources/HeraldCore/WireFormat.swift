@@ -58,6 +58,69 @@ public enum WireFormat {
         return Array(try! JSONEncoder().encode(envelope))
     }
 
+    /// What ops tools see of a carried message without the client-ID key: its kind, ids,
+    /// target as text and payload.
+    public struct Inspection: Sendable, Hashable {
+        public var messageId: String
+        public var systemId: String
+        public var kind: MessageKind
+        /// The client ID as sent, the group name, or "*" for the whole system.
+        public var target: String
+        public var groupName: String?
+        public var clientId: String?
+        public var payload: JSONValue
+        public var acceptedAt: Int64
+        public var acceptedBy: String
+        public var redelivered: Bool
+    }
+
+    public static func inspect(_ bytes: [UInt8]) -> Inspection? {
+        guard let envelope = try? JSONDecoder().decode(Envelope.self, from: Data(bytes)), envelope.v == 1 else {
+            return nil
+        }
+        let b = envelope.body
+        let isPush = b.type == "push"
+        let kind: MessageKind
+        let target: String
+        switch envelope.target.kind {
+        case "client":
+            target = envelope.target.id ?? ""
+            kind = isPush ? .unicast : (MessageKind(rawValue: b.type) ?? .unicast)
+        case "group":
+            target = envelope.target.name ?? ""
+            kind = isPush ? .group : .presence
+        default:
+            target = "*"
+            kind = .system
+        }
+        let payload: JSONValue
+        switch b.type {
+        case "push":
+            payload = .object([
+                "sendUserId": .string(b.sendUserId ?? ""), "code": .integer(Int64(b.code ?? 0)), "msg": .string(b.msg ?? ""),
+                "data": b.data ?? .null,
+            ])
+        case "bind":
+            payload = .object([
+                "groupName": .string(b.group ?? ""), "userId": .string(b.userId ?? ""), "extend": .string(b.extend ?? ""),
+            ])
+        case "unbind":
+            payload = .object(["groupName": .string(b.group ?? "")])
+        case "presence":
+            payload = .object([
+                "code": .integer(Int64(b.event ?? 0)), "clientId": .string(b.clientId ?? ""),
+                "userId": .string(b.userId ?? ""), "extend": .string(b.extend ?? ""),
+            ])
+        default:
+            payload = .null
+        }
+        let group = envelope.target.kind == "group" ? envelope.target.name : b.group
+        return Inspection(
+            messageId: envelope.messageId, systemId: envelope.systemId, kind: kind, target: target, groupName: group,
+            clientId: envelope.target.kind == "client" ? envelope.target.id : nil, payload: payload,
+            acceptedAt: envelope.acceptedAt, acceptedBy: envelope.acceptedBy, redelivered: envelope.redelivered ?? false)
+    }
+
     /// Decodes a record's value; nil for anything malformed, of an unknown version, or whose
     /// client ID this node cannot open.
     public static func decode(_ bytes: [UInt8], codec: ClientIDCodec) -> BusMessage? {

@@ -36,10 +36,9 @@ struct AdminController: Sendable {
         admin.get("replay") { request, _ in
             try authorize(request)
             let filter = try ReplayFilter.parse(Self.options(request))
-            let journal = try node.requireJournal()
             var body = ByteBuffer()
-            for record in journal.records(matching: filter) {
-                body.writeBytes(APIAnswer.encode(ReplayLine(record)))
+            for line in try await node.replayLines(filter) {
+                body.writeString(line.json)
                 body.writeString("\n")
             }
             return Response(status: .ok, headers: [.contentType: "application/x-ndjson"], body: .init(byteBuffer: body))
@@ -47,11 +46,8 @@ struct AdminController: Sendable {
         admin.post("replay/redeliver") { request, _ in
             try authorize(request)
             let filter = try ReplayFilter.parse(Self.options(request))
-            var count = 0
-            for record in try node.requireJournal().records(matching: filter) where !record.message.redelivered {
-                if try await node.router.redeliver(record.message) { count += 1 }
-            }
-            return APIAnswer.success(["redelivered": count]).response
+            let (redelivered, skipped) = try await node.redeliver(filter)
+            return APIAnswer.success(["redelivered": redelivered, "skipped": skipped]).response
         }
         admin.get("trace/:messageId") { request, context in
             try authorize(request)
@@ -80,63 +76,39 @@ struct AdminController: Sendable {
     }
 }
 
-/// One line of `/admin/replay` (and `herald replay`).
-struct ReplayLine: Encodable {
-    var timestamp: String
-    var topic: String
-    var partition: Int32
-    var offset: Int64
-    var kind: String
-    var messageId: String
-    var systemId: String
-    var target: String
-    var payload: JSONValue
-    var headers: [String: String]
-
-    init(_ record: JournalRecord) {
-        let message = record.message
-        timestamp = TimeExpression.format(record.timestamp)
-        topic = record.placement.topic
-        partition = record.placement.partition
-        offset = record.placement.offset
-        kind = message.kind.rawValue
-        messageId = message.messageId
-        systemId = message.systemId
-        target = message.target.description
-        switch message.body {
-        case .push(let push):
-            payload = .object([
-                "sendUserId": .string(push.sendUserId), "code": .integer(Int64(push.code)), "msg": .string(push.msg),
-                "data": push.data,
-            ])
-        case .bind(let group, let userId, let extend):
-            payload = .object(["groupName": .string(group), "userId": .string(userId), "extend": .string(extend)])
-        case .unbind(let group):
-            payload = .object(["groupName": .string(group)])
-        case .close:
-            payload = .null
-        case .presence(let event, let info):
-            payload = .object([
-                "code": .integer(Int64(event.rawValue)), "clientId": .string(info.clientId), "userId": .string(info.userId),
-                "extend": .string(info.extend),
-            ])
-        }
-        headers = [
-            "messageId": message.messageId, "systemId": message.systemId, "kind": message.kind.rawValue,
-            "acceptedAt": String(message.acceptedAt), "acceptedBy": message.acceptedBy,
-        ]
-        if message.redelivered { headers["redelivered"] = "true" }
-    }
-}
-
 extension HeraldNodeServices {
-    func requireJournal() throws -> MessageJournal {
-        guard let journal else {
-            throw HeraldError(
-                code: 4000, status: 400,
-                message: "replay in cluster mode reads Kafka, which this build does not do yet; use a standalone node's journal")
+    /// What the fabric carried: Kafka's topics in a cluster, the journal on a standalone node.
+    func replayLines(_ filter: ReplayFilter) async throws -> [ReplayLine] {
+        if let cluster {
+            do {
+                return try await cluster.replay.matches(filter).map(\.line)
+            } catch {
+                throw HeraldError.unavailable("cannot read Kafka: \(error)")
+            }
         }
-        return journal
+        return journal?.records(matching: filter).map(ReplayLine.init) ?? []
+    }
+
+    /// Sends the matching messages again to targets online now; answers (sent, skipped).
+    func redeliver(_ filter: ReplayFilter) async throws -> (Int, Int) {
+        let messages: [BusMessage]
+        if let cluster {
+            do {
+                messages = try await cluster.replay.matches(filter).compactMap {
+                    WireFormat.decode($0.record.value, codec: router.codec)
+                }
+            } catch {
+                throw HeraldError.unavailable("cannot read Kafka: \(error)")
+            }
+        } else {
+            messages = journal?.records(matching: filter).map(\.message) ?? []
+        }
+        var sent = 0
+        var skipped = 0
+        for message in messages where !message.redelivered {
+            if try await router.redeliver(message) { sent += 1 } else { skipped += 1 }
+        }
+        return (sent, skipped)
     }
 }
 
@@ -146,10 +118,6 @@ struct MessageTrace: Encodable {
 
     init(messageId: String, steps: [TraceStep]) {
         self.messageId = messageId
-        // Steps from one node can share a millisecond; keep them in the order of the path.
-        let rank: [TraceStep.Kind: Int] = [.accepted: 0, .produced: 1, .redelivered: 2, .delivered: 3, .dropped: 4, .acked: 5]
-        self.steps = steps.enumerated().sorted {
-            ($0.element.at, rank[$0.element.step] ?? 9, $0.offset) < ($1.element.at, rank[$1.element.step] ?? 9, $1.offset)
-        }.map(\.element)
+        self.steps = TraceStep.inPathOrder(steps)
     }
 }

@@ -32,13 +32,14 @@ final class HeraldNodeServices: Sendable {
         self.configuration = configuration
         self.logger = logger
         let registry = ConnectionRegistry()
-        let trace = InMemoryTrace(capacity: configuration.traceCapacity)
+        let trace: any TraceRecorder
         let membership: any Membership
         let bus: any Bus
         let delivery: Delivery
         let presence: any PresenceDirectory
         if configuration.isCluster {
             let cluster = try ClusterFabric(settings: configuration.clusterSettings, codec: codec, logger: logger)
+            trace = cluster.trace
             membership = cluster.membership
             delivery = Delivery(registry: registry, membership: membership, trace: trace)
             bus = cluster.bus
@@ -47,6 +48,7 @@ final class HeraldNodeServices: Sendable {
             self.systems = cluster.systems
             self.journal = nil
         } else {
+            trace = InMemoryTrace(capacity: configuration.traceCapacity)
             let nodeId = configuration.nodeId ?? "standalone-\(configuration.advertisedAddress)"
             membership = StandaloneMembership(nodeId: nodeId, address: configuration.advertisedAddress)
             let journal = MessageJournal(capacity: configuration.journalCapacity)

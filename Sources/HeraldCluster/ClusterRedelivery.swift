@@ -1,0 +1,79 @@
+import Foundation
+import HeraldCore
+import HeraldEtcd
+import HeraldKafka
+import Logging
+
+/// Sends replayed messages again, marked as redeliveries, to those targets that are online
+/// now: a client whose slot is still held by the same epoch, or a group or system (whose
+/// online members get it). For `herald replay --redeliver`, outside any node.
+public struct ClusterRedelivery: Sendable {
+    let settings: ClusterSettings
+    let codec: ClientIDCodec
+    let logger: Logger
+
+    public init(settings: ClusterSettings, codec: ClientIDCodec, logger: Logger) {
+        self.settings = settings
+        self.codec = codec
+        self.logger = logger
+    }
+
+    /// Answers how many were sent and how many skipped (target gone, or not a push).
+    public func redeliver(_ matches: [ClusterReplay.Match]) async throws -> (sent: Int, skipped: Int) {
+        let slots = try await liveSlots()
+        var config = settings.kafkaBase
+        config["acks"] = "all"
+        config["message.timeout.ms"] = "10000"
+        let producer = try KafkaProducer(config: config, logger: logger)
+        let bus = KafkaBus(producer: producer, settings: settings)
+        var sent = 0
+        var skipped = 0
+        for match in matches {
+            guard var message = WireFormat.decode(match.record.value, codec: codec), !message.redelivered,
+                case .push = message.body
+            else {
+                skipped += 1
+                continue
+            }
+            if case .client(let id, _) = message.target, slots[id.slot] != id.epoch {
+                skipped += 1
+                continue
+            }
+            message.redelivered = true
+            message.acceptedAt = Clock.nowMillis()
+            message.acceptedBy = "herald-replay"
+            _ = try await bus.publish(message)
+            sent += 1
+        }
+        await producer.shutdown()
+        return (sent, skipped)
+    }
+
+    private func liveSlots() async throws -> [UInt32: UInt64] {
+        let etcd = EtcdClient(endpoints: settings.etcd, logger: logger)
+        let (kvs, _) = try await etcd.getPrefix(settings.slotsPrefix)
+        var slots: [UInt32: UInt64] = [:]
+        for kv in kvs {
+            if let slot = UInt32(kv.key.dropFirst(settings.slotsPrefix.count)) { slots[slot] = UInt64(kv.createRevision) }
+        }
+        return slots
+    }
+}
+
+/// The live nodes as etcd knows them, for `herald nodes`.
+public enum ClusterDirectory {
+    public static func liveNodes(etcd endpoints: [String], prefix: String = "/herald/", logger: Logger) async throws -> [NodeRecord] {
+        let etcd = EtcdClient(endpoints: endpoints, logger: logger)
+        let (kvs, _) = try await etcd.getPrefix(prefix)
+        var slots: [UInt32: UInt64] = [:]
+        var nodes: [NodeRecord] = []
+        for kv in kvs {
+            if kv.key.hasPrefix(prefix + "slots/"), let slot = UInt32(kv.key.dropFirst(prefix.count + 6)) {
+                slots[slot] = UInt64(kv.createRevision)
+            } else if kv.key.hasPrefix(prefix + "nodes/"), let node = try? JSONDecoder().decode(NodeRecord.self, from: Data(kv.value)) {
+                nodes.append(node)
+            }
+        }
+        return nodes.filter { slots[$0.slot] == $0.epoch }.sorted { $0.slot < $1.slot }
+    }
+}

@@ -1,0 +1,166 @@
+import ArgumentParser
+import Foundation
+import HeraldCluster
+import HeraldCore
+import Logging
+
+/// `herald replay`: what the fabric carried, read from Kafka.
+struct Replay: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the messages the fabric carried (from Kafka), oldest first; optionally send them again.")
+
+    @Option(help: "Kafka bootstrap servers (env HERALD_KAFKA).")
+    var kafka: String?
+
+    // Unconditional: the value may start with a dash (-15m).
+    @Option(parsing: .unconditional, help: "From this time: RFC 3339 or relative (-15m, -2h, now).")
+    var since: String?
+
+    @Option(parsing: .unconditional, help: "Until this time: RFC 3339 or relative.")
+    var until: String?
+
+    @Option(name: .customLong("client-id"), help: "Only messages to this client.")
+    var clientId: String?
+
+    @Option(help: "Only messages to this group.")
+    var group: String?
+
+    @Option(help: "Only messages of this system.")
+    var system: String?
+
+    @Option(name: .customLong("message-id"), help: "Only this message.")
+    var messageId: String?
+
+    @Option(help: "At most this many messages.")
+    var limit: String?
+
+    @Option(help: "json (one object a line) or table.")
+    var format: OutputFormat = .json
+
+    @Flag(help: "Send the matches again to their targets that are online now (needs --etcd and the client-ID key).")
+    var redeliver = false
+
+    @Option(help: "etcd client URLs, for --redeliver (env HERALD_ETCD).")
+    var etcd: String?
+
+    @Option(name: .customLong("client-id-key"), help: "Client-ID keys, for --redeliver (env HERALD_CLIENT_ID_KEY).")
+    var clientIdKey: String?
+
+    enum OutputFormat: String, ExpressibleByArgument {
+        case json, table
+    }
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        let logger = opsLogger()
+        guard let kafka = kafka ?? environment["HERALD_KAFKA"] else { fail("--kafka is required (or HERALD_KAFKA)") }
+        let filter: ReplayFilter
+        do {
+            var options = ["since": since, "until": until, "clientId": clientId, "groupName": group]
+            options["systemId"] = system
+            options["messageId"] = messageId
+            options["limit"] = limit
+            filter = try ReplayFilter.parse(options.compactMapValues { $0 })
+        } catch {
+            fail("invalid filter: \(error.message)")
+        }
+        let replay = ClusterReplay(kafka: kafka, logger: logger)
+        let started = ContinuousClock.now
+        let matches = try await replay.matches(filter) { scanned in
+            FileHandle.standardError.write(Data("replay: scanned \(scanned) records\n".utf8))
+        }
+        let seconds = Double((ContinuousClock.now - started).components.attoseconds) / 1e18
+            + Double((ContinuousClock.now - started).components.seconds)
+        FileHandle.standardError.write(Data("replay: \(matches.count) matching in \(String(format: "%.2f", seconds)) s\n".utf8))
+        if redeliver {
+            guard let etcd = etcd ?? environment["HERALD_ETCD"] else { fail("--redeliver needs --etcd (or HERALD_ETCD)") }
+            guard let keys = clientIdKey ?? environment["HERALD_CLIENT_ID_KEY"], let codec = try? ClientIDCodec(base64Keys: keys) else {
+                fail("--redeliver needs --client-id-key (or HERALD_CLIENT_ID_KEY) to check that targets are online")
+            }
+            let settings = ClusterSettings(
+                kafka: kafka, etcd: etcd.split(separator: ",").map(String.init), nodeId: "herald-replay",
+                advertise: "-", internalToken: "")
+            let (sent, skipped) = try await ClusterRedelivery(settings: settings, codec: codec, logger: logger).redeliver(matches)
+            print("{\"redelivered\":\(sent),\"skipped\":\(skipped)}")
+            return
+        }
+        switch format {
+        case .json:
+            for match in matches { print(match.line.json) }
+        case .table:
+            printTable(matches.map(\.line))
+        }
+    }
+
+    private func printTable(_ lines: [ReplayLine]) {
+        let header = ["TIMESTAMP", "TOPIC", "PART", "OFFSET", "KIND", "MESSAGE", "SYSTEM", "TARGET", "PAYLOAD"]
+        let rows = lines.map {
+            [
+                $0.timestamp, $0.topic, String($0.partition), String($0.offset), $0.kind, $0.messageId, $0.systemId,
+                String($0.target.prefix(24)), String(FrameEncoding.encode($0.payload).prefix(60)),
+            ]
+        }
+        let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
+        for row in [header] + rows {
+            print(row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  "))
+        }
+    }
+}
+
+/// `herald trace`: one message's path through the fabric, from the events topic.
+struct Trace: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print a message's path: accepted, produced, delivered, acked, dropped.")
+
+    @Argument(help: "The message id a send answered.")
+    var messageId: String
+
+    @Option(help: "Kafka bootstrap servers (env HERALD_KAFKA).")
+    var kafka: String?
+
+    func run() async throws {
+        guard let kafka = kafka ?? ProcessInfo.processInfo.environment["HERALD_KAFKA"] else {
+            fail("--kafka is required (or HERALD_KAFKA)")
+        }
+        guard let steps = try await ClusterReplay(kafka: kafka, logger: opsLogger()).trace(messageId) else {
+            fail("no record of message \(messageId)")
+        }
+        print(FrameEncoding.encode(TracedMessage(messageId: messageId, steps: steps)))
+    }
+
+    struct TracedMessage: Encodable {
+        var messageId: String
+        var steps: [TraceStep]
+    }
+}
+
+/// `herald nodes`: the live nodes, from etcd.
+struct Nodes: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the live nodes: id, address, slot, epoch, connections, since.")
+
+    @Option(help: "etcd client URLs (env HERALD_ETCD).")
+    var etcd: String?
+
+    @Option(name: .customLong("etcd-prefix"), help: "Root of Herald's keys in etcd.")
+    var etcdPrefix = "/herald/"
+
+    func run() async throws {
+        guard let etcd = etcd ?? ProcessInfo.processInfo.environment["HERALD_ETCD"] else {
+            fail("--etcd is required (or HERALD_ETCD)")
+        }
+        let nodes = try await ClusterDirectory.liveNodes(
+            etcd: etcd.split(separator: ",").map(String.init), prefix: etcdPrefix, logger: opsLogger())
+        for node in nodes { print(FrameEncoding.encode(node)) }
+    }
+}
+
+private func opsLogger() -> Logger {
+    var logger = Logger(label: "herald-ops")
+    logger.logLevel = .warning
+    return logger
+}
+
+/// Prints to stderr and exits 2: a bad option or an answer of "nothing".
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("herald: \(message)\n".utf8))
+    Foundation.exit(2)
+}
