@@ -96,7 +96,10 @@ let package = Package(
             dependencies: [
                 "HeraldServer",
                 "HeraldCore",
+                "HeraldCluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOFoundationCompat", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

@@ -10,20 +10,20 @@ struct APIController: Sendable {
         let api = router.group("api")
         api.post("register") { request, _ in try await self.registerSystem(request) }
         send(api, "send_to_client") { request, systemId in
-            let body = try await request.decodeJSON(SendToClientRequest.self, limit: self.limit)
+            let body = try await request.decodeJSON(SendRequest.self, limit: self.limit)
             let clientId = try required(body.clientId, "clientId")
             let messageId = try await self.node.router.sendToClient(systemId: systemId, clientId: clientId, payload: body.send.payload)
             return .success(["messageId": messageId])
         }
         send(api, "send_to_clients") { request, systemId in
-            let body = try await request.decodeJSON(SendToClientsRequest.self, limit: self.limit)
+            let body = try await request.decodeJSON(SendRequest.self, limit: self.limit)
             guard let clientIds = body.clientIds else { throw HeraldError.invalidField("clientIds", "must be an array of client IDs") }
             let result = try await self.node.router.sendToClients(systemId: systemId, clientIds: clientIds, payload: body.send.payload)
             let failed = result.failed.map { FailedClient(clientId: $0.clientId, code: $0.error.code, msg: $0.error.message) }
             return .success(BatchAnswer(messageId: result.messageId, failed: failed))
         }
         send(api, "send_to_group") { request, systemId in
-            let body = try await request.decodeJSON(SendToGroupRequest.self, limit: self.limit)
+            let body = try await request.decodeJSON(SendRequest.self, limit: self.limit)
             let group = try required(body.groupName, "groupName")
             let messageId = try await self.node.router.sendToGroup(systemId: systemId, group: group, payload: body.send.payload)
             return .success(["messageId": messageId])

@@ -21,40 +21,23 @@ struct SendFields: Decodable {
     }
 }
 
-struct SendToClientRequest: Decodable {
+/// The body of every send route: its target (which field depends on the route) and the
+/// fields of the push frame.
+struct SendRequest: Decodable {
     var clientId: String?
-    var send: SendFields
-
-    init(from decoder: any Decoder) throws {
-        clientId = try decoder.container(keyedBy: Keys.self).decodeIfPresent(String.self, forKey: .clientId)
-        send = try SendFields(from: decoder)
-    }
-
-    enum Keys: String, CodingKey { case clientId }
-}
-
-struct SendToClientsRequest: Decodable {
     var clientIds: [String]?
-    var send: SendFields
-
-    init(from decoder: any Decoder) throws {
-        clientIds = try decoder.container(keyedBy: Keys.self).decodeIfPresent([String].self, forKey: .clientIds)
-        send = try SendFields(from: decoder)
-    }
-
-    enum Keys: String, CodingKey { case clientIds }
-}
-
-struct SendToGroupRequest: Decodable {
     var groupName: String?
     var send: SendFields
 
     init(from decoder: any Decoder) throws {
-        groupName = try decoder.container(keyedBy: Keys.self).decodeIfPresent(String.self, forKey: .groupName)
+        let container = try decoder.container(keyedBy: Keys.self)
+        clientId = try container.decodeIfPresent(String.self, forKey: .clientId)
+        clientIds = try container.decodeIfPresent([String].self, forKey: .clientIds)
+        groupName = try container.decodeIfPresent(String.self, forKey: .groupName)
         send = try SendFields(from: decoder)
     }
 
-    enum Keys: String, CodingKey { case groupName }
+    enum Keys: String, CodingKey { case clientId, clientIds, groupName }
 }
 
 struct BindRequest: Decodable {

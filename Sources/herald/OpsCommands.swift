@@ -1,5 +1,7 @@
 import ArgumentParser
+import AsyncHTTPClient
 import Foundation
+import NIOFoundationCompat
 import HeraldCluster
 import HeraldCore
 import Logging
@@ -11,6 +13,12 @@ struct Replay: AsyncParsableCommand {
 
     @Option(help: "Kafka bootstrap servers (env HERALD_KAFKA).")
     var kafka: String?
+
+    @Option(help: "Ask this node's /admin/replay instead of reading Kafka (a standalone node's journal), e.g. http://127.0.0.1:7800.")
+    var node: String?
+
+    @Option(name: .customLong("admin-token"), help: "Admin token for --node (env HERALD_ADMIN_TOKEN).")
+    var adminToken: String?
 
     // Unconditional: the value may start with a dash (-15m).
     @Option(parsing: .unconditional, help: "From this time: RFC 3339 or relative (-15m, -2h, now).")
@@ -53,17 +61,21 @@ struct Replay: AsyncParsableCommand {
     func run() async throws {
         let environment = ProcessInfo.processInfo.environment
         let logger = opsLogger()
-        guard let kafka = kafka ?? environment["HERALD_KAFKA"] else { fail("--kafka is required (or HERALD_KAFKA)") }
+        var options = ["since": since, "until": until, "clientId": clientId, "groupName": group]
+        options["systemId"] = system
+        options["messageId"] = messageId
+        options["limit"] = limit
         let filter: ReplayFilter
         do {
-            var options = ["since": since, "until": until, "clientId": clientId, "groupName": group]
-            options["systemId"] = system
-            options["messageId"] = messageId
-            options["limit"] = limit
             filter = try ReplayFilter.parse(options.compactMapValues { $0 })
         } catch {
             fail("invalid filter: \(error.message)")
         }
+        if let node {
+            try await replayFromNode(node, options: options.compactMapValues { $0 }, token: adminToken ?? environment["HERALD_ADMIN_TOKEN"])
+            return
+        }
+        guard let kafka = kafka ?? environment["HERALD_KAFKA"] else { fail("--kafka (or HERALD_KAFKA) or --node is required") }
         let replay = ClusterReplay(kafka: kafka, logger: logger)
         let started = ContinuousClock.now
         let matches = try await replay.matches(filter) { scanned in
@@ -92,6 +104,20 @@ struct Replay: AsyncParsableCommand {
         }
     }
 
+    /// A node's /admin/replay (or /admin/replay/redeliver), printed as it answers.
+    private func replayFromNode(_ node: String, options: [String: String], token: String?) async throws {
+        var components = URLComponents(string: node + (redeliver ? "/admin/replay/redeliver" : "/admin/replay"))
+        components?.queryItems = options.map { URLQueryItem(name: $0.key, value: $0.value) }
+        guard let url = components?.url?.absoluteString else { fail("--node is not a URL: \(node)") }
+        var request = HTTPClientRequest(url: url)
+        request.method = redeliver ? .POST : .GET
+        if let token { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+        let body = String(buffer: try await response.body.collect(upTo: 1 << 30))
+        guard response.status == .ok else { fail("\(node) answered \(response.status.code): \(body)") }
+        print(body, terminator: body.hasSuffix("\n") || body.isEmpty ? "" : "\n")
+    }
+
     private func printTable(_ lines: [ReplayLine]) {
         let header = ["TIMESTAMP", "TOPIC", "PART", "OFFSET", "KIND", "MESSAGE", "SYSTEM", "TARGET", "PAYLOAD"]
         let rows = lines.map {
@@ -117,7 +143,27 @@ struct Trace: AsyncParsableCommand {
     @Option(help: "Kafka bootstrap servers (env HERALD_KAFKA).")
     var kafka: String?
 
+    @Option(help: "Ask this node's /admin/trace instead of reading Kafka (a standalone node), e.g. http://127.0.0.1:7800.")
+    var node: String?
+
+    @Option(name: .customLong("admin-token"), help: "Admin token for --node (env HERALD_ADMIN_TOKEN).")
+    var adminToken: String?
+
     func run() async throws {
+        if let node {
+            var request = HTTPClientRequest(url: node + "/admin/trace/" + messageId)
+            if let token = adminToken ?? ProcessInfo.processInfo.environment["HERALD_ADMIN_TOKEN"] {
+                request.headers.add(name: "Authorization", value: "Bearer \(token)")
+            }
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+            let body = try await response.body.collect(upTo: 64 << 20)
+            guard response.status == .ok,
+                let object = try JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any],
+                let data = object["data"]
+            else { fail("no record of message \(messageId) (\(node) answered \(response.status.code))") }
+            print(String(decoding: try JSONSerialization.data(withJSONObject: data, options: [.sortedKeys]), as: UTF8.self))
+            return
+        }
         guard let kafka = kafka ?? ProcessInfo.processInfo.environment["HERALD_KAFKA"] else {
             fail("--kafka is required (or HERALD_KAFKA)")
         }
