@@ -42,7 +42,13 @@ public struct ClusterRedelivery: Sendable {
             message.redelivered = true
             message.acceptedAt = Clock.nowMillis()
             message.acceptedBy = "herald-replay"
-            _ = try await bus.publish(message)
+            let placement = try await bus.publish(message)
+            // The trace shows why the message arrived again.
+            let event = TraceEvent(
+                messageId: message.messageId, step: TraceStep(.redelivered, node: "herald-replay", placement: placement))
+            _ = try? await producer.send(
+                topic: settings.eventsTopic, partition: -1, key: Array(message.messageId.utf8),
+                value: Array(try JSONEncoder().encode(event)), headers: [])
             sent += 1
         }
         await producer.shutdown()

@@ -105,8 +105,9 @@ extension HeraldNodeServices {
         }
         var sent = 0
         var skipped = 0
-        for message in messages where !message.redelivered {
-            if try await router.redeliver(message) { sent += 1 } else { skipped += 1 }
+        for message in messages {
+            // Earlier redeliveries are not sent again; they count as skipped, as in `herald replay`.
+            if !message.redelivered, try await router.redeliver(message) { sent += 1 } else { skipped += 1 }
         }
         return (sent, skipped)
     }

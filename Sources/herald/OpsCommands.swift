@@ -76,14 +76,8 @@ struct Replay: AsyncParsableCommand {
             return
         }
         guard let kafka = kafka ?? environment["HERALD_KAFKA"] else { fail("--kafka (or HERALD_KAFKA) or --node is required") }
-        let replay = ClusterReplay(kafka: kafka, logger: logger)
-        let started = ContinuousClock.now
-        let matches = try await replay.matches(filter) { scanned in
-            FileHandle.standardError.write(Data("replay: scanned \(scanned) records\n".utf8))
-        }
-        let seconds = Double((ContinuousClock.now - started).components.attoseconds) / 1e18
-            + Double((ContinuousClock.now - started).components.seconds)
-        FileHandle.standardError.write(Data("replay: \(matches.count) matching in \(String(format: "%.2f", seconds)) s\n".utf8))
+        // Check what redelivery needs before the scan, not after.
+        var redelivery: ClusterRedelivery?
         if redeliver {
             guard let etcd = etcd ?? environment["HERALD_ETCD"] else { fail("--redeliver needs --etcd (or HERALD_ETCD)") }
             guard let keys = clientIdKey ?? environment["HERALD_CLIENT_ID_KEY"], let codec = try? ClientIDCodec(base64Keys: keys) else {
@@ -92,7 +86,18 @@ struct Replay: AsyncParsableCommand {
             let settings = ClusterSettings(
                 kafka: kafka, etcd: etcd.split(separator: ",").map(String.init), nodeId: "herald-replay",
                 advertise: "-", internalToken: "")
-            let (sent, skipped) = try await ClusterRedelivery(settings: settings, codec: codec, logger: logger).redeliver(matches)
+            redelivery = ClusterRedelivery(settings: settings, codec: codec, logger: logger)
+        }
+        let replay = ClusterReplay(kafka: kafka, logger: logger)
+        let started = ContinuousClock.now
+        let matches = try await replay.matches(filter) { scanned in
+            FileHandle.standardError.write(Data("replay: scanned \(scanned) records\n".utf8))
+        }
+        let seconds = Double((ContinuousClock.now - started).components.attoseconds) / 1e18
+            + Double((ContinuousClock.now - started).components.seconds)
+        FileHandle.standardError.write(Data("replay: \(matches.count) matching in \(String(format: "%.2f", seconds)) s\n".utf8))
+        if let redelivery {
+            let (sent, skipped) = try await redelivery.redeliver(matches)
             print("{\"redelivered\":\(sent),\"skipped\":\(skipped)}")
             return
         }
