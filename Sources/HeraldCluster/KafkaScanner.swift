@@ -4,12 +4,12 @@ import Synchronization
 
 /// Reads topics from their start (or a time hint) to their end and stops: for replay and
 /// trace. The end of a partition is the high-water mark that fetch responses report (a
-/// broker's ListOffsets answer can lag); a partition that gives nothing for `idleTimeout`
-/// counts as finished, so an empty or idle partition never holds a scan up.
+/// broker's ListOffsets answer can lag). An empty or idle partition is finished from the
+/// start, and a scan that makes no progress for `stallTimeout` stops, so none hangs.
 public struct KafkaScanner: Sendable {
     let kafka: String
     let logger: Logger
-    var idleTimeout: Duration = .milliseconds(1500)
+    var stallTimeout: Duration = .seconds(10)
     var fetchWaitMillis = 10
 
     public init(kafka: String, logger: Logger) {
@@ -29,14 +29,26 @@ public struct KafkaScanner: Sendable {
         var ends: [String: Int64] = [:]
         for topic in topics {
             guard let count = try await admin.partitionCount(topic) else { continue }
-            for partition in 0..<count {
-                let marks = try await admin.watermarks(topic, partition: partition)
-                var start = marks.low
-                if let since, let hint = try? await admin.offsetsForTimes(topic, partitions: [partition], timestamp: since)[partition], hint >= 0 {
-                    start = max(marks.low, hint)
+            let partitions = Array(0..<count)
+            // One time lookup for the whole topic; its answers are only a place to start.
+            var hints: [Int32: Int64] = [:]
+            if let since {
+                hints = (try? await admin.offsetsForTimes(topic, partitions: partitions, timestamp: since)) ?? [:]
+            }
+            let marks = try await withThrowingTaskGroup(of: (Int32, (low: Int64, high: Int64)).self) { group in
+                for partition in partitions {
+                    group.addTask { (partition, try await admin.watermarks(topic, partition: partition)) }
                 }
+                var marks: [Int32: (low: Int64, high: Int64)] = [:]
+                for try await (partition, mark) in group { marks[partition] = mark }
+                return marks
+            }
+            for partition in partitions {
+                guard let mark = marks[partition] else { continue }
+                var start = mark.low
+                if let hint = hints[partition], hint >= 0 { start = max(mark.low, hint) }
                 assignments.append((topic, partition, .at(start)))
-                ends["\(topic)/\(partition)"] = marks.high
+                ends["\(topic)/\(partition)"] = mark.high
             }
         }
         guard !assignments.isEmpty else { return }
@@ -70,7 +82,9 @@ public struct KafkaScanner: Sendable {
                 let end = max(ends[key] ?? 0, consumer.cachedWatermarks(topic: assignment.topic, partition: assignment.partition)?.high ?? 0)
                 return position < end
             }
-            if pending.isEmpty || idle > idleTimeout { break }
+            // Done when every partition reached its end. A partition whose end the broker
+            // overstated, or a broker gone quiet, stops the scan after a stall, not never.
+            if pending.isEmpty || idle > stallTimeout { break }
         }
         consumer.close()
         reader.cancel()
