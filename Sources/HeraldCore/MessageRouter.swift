@@ -128,20 +128,6 @@ public struct MessageRouter: Sendable {
         await presence.onlineList(systemId: systemId, group: group)
     }
 
-    // Local-only forms, kept for callers that hold no fabric.
-    public func status(systemId: String, clientId raw: String) throws(HeraldError) -> (online: Bool, groups: [String]) {
-        let id = try codec.open(raw)
-        guard id.belongs(to: systemId) else { throw .foreignClient }
-        guard membership.holds(slot: id.slot, epoch: id.epoch), id.slot == membership.local.slot,
-            let connection = registry.connection(serial: id.serial), connection.systemId == systemId
-        else { return (false, []) }
-        return (true, connection.groups.sorted())
-    }
-
-    public func onlineList(systemId: String, group: String) -> [PresenceInfo] {
-        registry.presence(of: GroupKey(systemId: systemId, name: group))
-    }
-
     private func control(systemId: String, raw: String, body: MessageBody) async throws(HeraldError) {
         let id = try resolve(raw, systemId: systemId)
         try await publish(accept(), systemId: systemId, target: .client(id, raw: raw), body: body)

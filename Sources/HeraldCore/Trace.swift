@@ -42,6 +42,17 @@ extension TraceStep {
     }
 }
 
+/// A message's path as /admin/trace and `herald trace` print it, steps in path order.
+public struct MessageTrace: Sendable, Encodable {
+    public var messageId: String
+    public var steps: [TraceStep]
+
+    public init(messageId: String, steps: [TraceStep]) {
+        self.messageId = messageId
+        self.steps = TraceStep.inPathOrder(steps)
+    }
+}
+
 /// Records the steps of messages for /admin/trace.
 public protocol TraceRecorder: Sendable {
     func record(_ messageId: String, _ step: TraceStep)

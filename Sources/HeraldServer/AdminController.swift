@@ -112,13 +112,3 @@ extension HeraldNodeServices {
         return (sent, skipped)
     }
 }
-
-struct MessageTrace: Encodable {
-    var messageId: String
-    var steps: [TraceStep]
-
-    init(messageId: String, steps: [TraceStep]) {
-        self.messageId = messageId
-        self.steps = TraceStep.inPathOrder(steps)
-    }
-}

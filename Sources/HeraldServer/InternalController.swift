@@ -19,13 +19,11 @@ struct InternalController: Sendable {
         group.post("client_status") { request, _ in
             try AdminController.authorize(request, node: node)
             let query = try await request.decodeJSON(ClusterPresence.StatusQuery.self, limit: node.configuration.maxBodyBytes)
-            let local = node.membership.local
-            guard query.slot == local.slot, query.epoch == local.epoch,
-                let connection = node.registry.connection(serial: query.serial), connection.systemId == query.systemId
-            else {
-                return APIAnswer.success(ClientStatus(online: false, groups: [])).response
-            }
-            return APIAnswer.success(ClientStatus(online: true, groups: connection.groups.sorted())).response
+            let id = ClientID(
+                address: "", slot: query.slot, epoch: query.epoch, serial: query.serial, systemId: query.systemId)
+            let status = try await LocalPresence(registry: node.registry, membership: node.membership)
+                .status(systemId: query.systemId, id: id)
+            return APIAnswer.success(ClientStatus(online: status.online, groups: status.groups)).response
         }
     }
 }

@@ -175,12 +175,7 @@ struct Trace: AsyncParsableCommand {
         guard let steps = try await ClusterReplay(kafka: kafka, logger: opsLogger()).trace(messageId) else {
             fail("no record of message \(messageId)")
         }
-        print(FrameEncoding.encode(TracedMessage(messageId: messageId, steps: steps)))
-    }
-
-    struct TracedMessage: Encodable {
-        var messageId: String
-        var steps: [TraceStep]
+        print(FrameEncoding.encode(MessageTrace(messageId: messageId, steps: steps)))
     }
 }
 

@@ -108,7 +108,7 @@ struct RouterTests {
         }
         await expectError(4030) { () async throws(HeraldError) in try await h.router.bind(systemId: "shop", clientId: client.raw, group: "g", userId: "", extend: "") }
         await expectError(4030) { () async throws(HeraldError) in try await h.router.close(systemId: "shop", clientId: client.raw) }
-        await expectError(4030) { () async throws(HeraldError) in _ = try h.router.status(systemId: "shop", clientId: client.raw) }
+        await expectError(4030) { () async throws(HeraldError) in _ = try await h.router.clientStatus(systemId: "shop", clientId: client.raw) }
         #expect(client.sink.frames.isEmpty)
         #expect(client.sink.closeCodes.isEmpty)
         #expect(h.journal.count == 0)
@@ -153,7 +153,7 @@ struct RouterTests {
         }
         #expect(fresh.sink.frames.isEmpty)
         #expect(old.sink.frames.isEmpty)
-        let status = try current.router.status(systemId: "shop", clientId: old.raw)
+        let status = try await current.router.clientStatus(systemId: "shop", clientId: old.raw)
         #expect(status.online == false)
         #expect(status.groups.isEmpty)
         #expect(current.journal.count == 0)
@@ -395,26 +395,26 @@ struct RouterTests {
         }
         try await h.router.bind(systemId: "shop", clientId: b.raw, group: "alpha", userId: "", extend: "")
 
-        let status = try h.router.status(systemId: "shop", clientId: a.raw)
+        let status = try await h.router.clientStatus(systemId: "shop", clientId: a.raw)
         #expect(status.online)
         #expect(status.groups == ["alpha", "mid", "zeta"])
-        let statusB = try h.router.status(systemId: "shop", clientId: b.raw)
+        let statusB = try await h.router.clientStatus(systemId: "shop", clientId: b.raw)
         #expect(statusB.online && statusB.groups == ["alpha"])
 
-        let list = h.router.onlineList(systemId: "shop", group: "alpha")
+        let list = (await h.router.onlineMembers(systemId: "shop", group: "alpha")).list
         #expect(list.count == 2)
         #expect(list.map(\.clientId) == [a.raw, b.raw].sorted())
         #expect(Set(list.map(\.userId)) == ["alice", "bob"])
         #expect(list.first { $0.clientId == a.raw }?.extend == "e-alpha")
-        #expect(h.router.onlineList(systemId: "other", group: "alpha").isEmpty)
-        #expect(h.router.onlineList(systemId: "shop", group: "none").isEmpty)
+        #expect((await h.router.onlineMembers(systemId: "other", group: "alpha")).list.isEmpty)
+        #expect((await h.router.onlineMembers(systemId: "shop", group: "none")).list.isEmpty)
 
         h.registry.remove(serial: a.serial)
-        let offline = try h.router.status(systemId: "shop", clientId: a.raw)
+        let offline = try await h.router.clientStatus(systemId: "shop", clientId: a.raw)
         #expect(!offline.online)
         #expect(offline.groups.isEmpty)
-        #expect(h.router.onlineList(systemId: "shop", group: "alpha").map(\.clientId) == [b.raw])
-        await expectError(4001) { () async throws(HeraldError) in _ = try h.router.status(systemId: "shop", clientId: "junk") }
+        #expect((await h.router.onlineMembers(systemId: "shop", group: "alpha")).list.map(\.clientId) == [b.raw])
+        await expectError(4001) { () async throws(HeraldError) in _ = try await h.router.clientStatus(systemId: "shop", clientId: "junk") }
     }
 
     // MARK: redelivery

@@ -92,18 +92,7 @@ public final class HeraldInstance: HeraldEndpoint, @unchecked Sendable {
             if let i = extraArgs.firstIndex(of: "--admin-token"), i + 1 < extraArgs.count {
                 adminToken = extraArgs[i + 1]
             }
-            let tmp = FileManager.default.temporaryDirectory
-            let tag = UUID().uuidString.prefix(8)
-            let errURL = tmp.appendingPathComponent("herald-\(port)-\(tag).stderr")
-            let outURL = tmp.appendingPathComponent("herald-\(port)-\(tag).stdout")
-            _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-            _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: HeraldBinary.path)
-            process.arguments = args
-            process.standardError = try FileHandle(forWritingTo: errURL)
-            process.standardOutput = try FileHandle(forWritingTo: outURL)
-            process.standardInput = FileHandle.nullDevice
+            let (process, errURL, outURL) = try heraldProcess(args, name: "herald-\(port)")
             do {
                 try process.run()
             } catch {
@@ -201,18 +190,7 @@ public func withHerald<T: Sendable>(
 public func runHerald(_ args: [String], timeout: Duration = .seconds(15)) async throws -> (
     status: Int32, stdout: String, stderr: String, timedOut: Bool
 ) {
-    let tmp = FileManager.default.temporaryDirectory
-    let tag = UUID().uuidString.prefix(8)
-    let errURL = tmp.appendingPathComponent("herald-run-\(tag).stderr")
-    let outURL = tmp.appendingPathComponent("herald-run-\(tag).stdout")
-    _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-    _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: HeraldBinary.path)
-    process.arguments = args
-    process.standardError = try FileHandle(forWritingTo: errURL)
-    process.standardOutput = try FileHandle(forWritingTo: outURL)
-    process.standardInput = FileHandle.nullDevice
+    let (process, errURL, outURL) = try heraldProcess(args, name: "herald-run")
     try process.run()
     let deadline = ContinuousClock.now + timeout
     var timedOut = false
@@ -272,4 +250,21 @@ extension Trait where Self == HeraldServerTrait {
     public static func herald(dev: Bool = true, _ args: [String] = []) -> Self {
         HeraldServerTrait(dev: dev, args: args)
     }
+}
+
+/// A `herald` process, not yet started, with stdout and stderr going to fresh temp files.
+func heraldProcess(_ args: [String], name: String) throws -> (Process, stderr: URL, stdout: URL) {
+    let tmp = FileManager.default.temporaryDirectory
+    let tag = UUID().uuidString.prefix(8)
+    let errURL = tmp.appendingPathComponent("\(name)-\(tag).stderr")
+    let outURL = tmp.appendingPathComponent("\(name)-\(tag).stdout")
+    _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+    _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: HeraldBinary.path)
+    process.arguments = args
+    process.standardError = try FileHandle(forWritingTo: errURL)
+    process.standardOutput = try FileHandle(forWritingTo: outURL)
+    process.standardInput = FileHandle.nullDevice
+    return (process, errURL, outURL)
 }
