@@ -80,19 +80,26 @@ public final class HeraldInstance: HeraldEndpoint, @unchecked Sendable {
 
     /// Starts `herald serve [--dev] --host 127.0.0.1 --port P <extra>` and waits until /healthz answers 200.
     /// With `waitForReady`, waits for /readyz rather than /healthz (cluster nodes).
-    public static func start(dev: Bool = true, extraArgs: [String] = [], waitForReady: Bool = false) async throws -> HeraldInstance {
+    /// `environment` is added to the test's own environment, from which HERALD_* variables are removed.
+    public static func start(
+        dev: Bool = true, extraArgs: [String] = [], waitForReady: Bool = false, environment: [String: String] = [:],
+        port fixedPort: Int? = nil
+    ) async throws -> HeraldInstance {
         var lastError: (any Error)?
         for _ in 0..<3 {
-            let port = try await freePort()
+            let port: Int
+            if let fixedPort { port = fixedPort } else { port = try await freePort() }
             var args = ["serve"]
             if dev { args.append("--dev") }
-            args += ["--host", "127.0.0.1", "--port", String(port)]
+            args += ["--host", "127.0.0.1"]
+            // With a fixed port the caller sets it (by option, environment or config file).
+            if fixedPort == nil { args += ["--port", String(port)] }
             args += extraArgs
             var adminToken: String?
             if let i = extraArgs.firstIndex(of: "--admin-token"), i + 1 < extraArgs.count {
                 adminToken = extraArgs[i + 1]
             }
-            let (process, errURL, outURL) = try heraldProcess(args, name: "herald-\(port)")
+            let (process, errURL, outURL) = try heraldProcess(args, name: "herald-\(port)", environment: environment)
             do {
                 try process.run()
             } catch {
@@ -109,7 +116,7 @@ public final class HeraldInstance: HeraldEndpoint, @unchecked Sendable {
                 _ = await instance.stop()
                 print("herald failed to start (\(args.joined(separator: " "))): \(error)\n--- stderr tail ---\n\(tailOfFile(errURL))\n---")
                 // Retry only when the port may have been taken meanwhile.
-                if !tailOfFile(errURL).lowercased().contains("address") { break }
+                if fixedPort != nil || !tailOfFile(errURL).lowercased().contains("address") { break }
             }
         }
         throw lastError ?? HeraldLaunchError(description: "herald did not start")
@@ -187,10 +194,10 @@ public func withHerald<T: Sendable>(
 }
 
 /// Runs the herald binary to completion (e.g. `keygen`) with a timeout.
-public func runHerald(_ args: [String], timeout: Duration = .seconds(15)) async throws -> (
+public func runHerald(_ args: [String], timeout: Duration = .seconds(15), environment: [String: String] = [:]) async throws -> (
     status: Int32, stdout: String, stderr: String, timedOut: Bool
 ) {
-    let (process, errURL, outURL) = try heraldProcess(args, name: "herald-run")
+    let (process, errURL, outURL) = try heraldProcess(args, name: "herald-run", environment: environment)
     try process.run()
     let deadline = ContinuousClock.now + timeout
     var timedOut = false
@@ -253,7 +260,8 @@ extension Trait where Self == HeraldServerTrait {
 }
 
 /// A `herald` process, not yet started, with stdout and stderr going to fresh temp files.
-func heraldProcess(_ args: [String], name: String) throws -> (Process, stderr: URL, stdout: URL) {
+/// It inherits the test's environment without HERALD_* variables (which `herald serve` reads), plus `environment`.
+func heraldProcess(_ args: [String], name: String, environment: [String: String] = [:]) throws -> (Process, stderr: URL, stdout: URL) {
     let tmp = FileManager.default.temporaryDirectory
     let tag = UUID().uuidString.prefix(8)
     let errURL = tmp.appendingPathComponent("\(name)-\(tag).stderr")
@@ -263,6 +271,8 @@ func heraldProcess(_ args: [String], name: String) throws -> (Process, stderr: U
     let process = Process()
     process.executableURL = URL(fileURLWithPath: HeraldBinary.path)
     process.arguments = args
+    process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("HERALD_") }
+        .merging(environment) { $1 }
     process.standardError = try FileHandle(forWritingTo: errURL)
     process.standardOutput = try FileHandle(forWritingTo: outURL)
     process.standardInput = FileHandle.nullDevice

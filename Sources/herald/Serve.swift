@@ -1,0 +1,225 @@
+import ArgumentParser
+import Foundation
+import HeraldServer
+import Logging
+
+/// `herald serve`: every option can also come from HERALD_<NAME> in the environment or from a JSON
+/// config file (`--config`); the command line wins over the environment, which wins over the file.
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a Herald node.",
+        discussion: """
+            Every option below can also be set with the environment variable shown beside it, or \
+            in a JSON config file given with --config (keys are the option names, e.g. \
+            {"port": 7801, "lease-ttl": 10}). The command line wins over the environment, which \
+            wins over the file. An invalid value stops the node at start, naming the setting.
+            """)
+
+    private static let defaults = HeraldConfiguration()
+
+    @Option(help: help("JSON file of settings, keyed by option name.", "config", default: "none"))
+    var config: String?
+
+    @Flag(help: help(
+        "Development mode: /api/register needs no admin token; an ephemeral client-ID key is made when none is given.",
+        "dev", default: "off"))
+    var dev = false
+
+    @Option(help: help("Address to listen on.", "host", default: defaults.host))
+    var host: String?
+
+    @Option(help: help("Port to listen on.", "port", default: defaults.port))
+    var port: Int?
+
+    @Option(help: help(
+        "Address other nodes and client IDs use to reach this node.", "advertise", default: "host:port"))
+    var advertise: String?
+
+    @Option(name: .customLong("node-id"), help: help("This node's name.", "node-id", default: "derived from the address"))
+    var nodeId: String?
+
+    @Option(name: .customLong("admin-token"), help: help(
+        "Admin token for /api/register and /admin; required without --dev.", "admin-token", default: "none"))
+    var adminToken: String?
+
+    @Option(name: .customLong("client-id-key"), help: help(
+        "Base64 AES-256 keys, comma-separated; the first seals new client IDs, all open old ones. Required without --dev; `herald keygen` makes one.",
+        "client-id-key", default: "none"))
+    var clientIdKey: String?
+
+    @Option(name: .customLong("max-body-bytes"), help: help(
+        "Largest request body; larger answers 413.", "max-body-bytes", default: defaults.maxBodyBytes))
+    var maxBodyBytes: Int?
+
+    @Option(name: .customLong("max-frame-bytes"), help: help(
+        "Largest WebSocket frame from a client; larger closes 1009.", "max-frame-bytes", default: defaults.maxFrameBytes))
+    var maxFrameBytes: Int?
+
+    @Option(name: .customLong("outbound-queue"), help: help(
+        "Frames queued for one client before it is closed 1013.", "outbound-queue", default: defaults.outboundQueueLimit))
+    var outboundQueue: Int?
+
+    @Option(name: .customLong("ping-interval"), help: help(
+        "Seconds between WebSocket pings.", "ping-interval", default: defaults.pingInterval))
+    var pingInterval: Double?
+
+    @Option(name: .customLong("idle-timeout"), help: help(
+        "Seconds a client may send nothing before it is closed.", "idle-timeout", default: defaults.idleTimeout))
+    var idleTimeout: Double?
+
+    @Option(name: .customLong("rate-limit"), help: help(
+        "API calls a second per system; 0 is off.", "rate-limit", default: defaults.rateLimit))
+    var rateLimit: Int?
+
+    @Option(name: .customLong("journal-capacity"), help: help(
+        "Messages the standalone journal keeps for replay.", "journal-capacity", default: defaults.journalCapacity))
+    var journalCapacity: Int?
+
+    @Option(name: .customLong("trace-capacity"), help: help(
+        "Delivery events the standalone trace keeps.", "trace-capacity", default: defaults.traceCapacity))
+    var traceCapacity: Int?
+
+    @Option(name: .customLong("shutdown-grace"), help: help(
+        "Seconds shutdown waits for clients to take their 1001 close.", "shutdown-grace", default: defaults.shutdownGrace))
+    var shutdownGrace: Double?
+
+    @Option(name: .customLong("log-level"), help: help(
+        "trace, debug, info, notice, warning, error or critical.", "log-level", default: "info"))
+    var logLevel: String?
+
+    @Option(help: help(
+        "Kafka bootstrap servers (host:port,...): runs the node in a cluster.", "kafka", default: "none, standalone"))
+    var kafka: String?
+
+    @Option(help: help("etcd client URLs (http://host:port,...), required with --kafka.", "etcd", default: "none"))
+    var etcd: String?
+
+    @Option(name: .customLong("lease-ttl"), help: help(
+        "Seconds the node's slot outlives it in etcd.", "lease-ttl", default: defaults.leaseTTL))
+    var leaseTTL: Int?
+
+    @Option(name: .customLong("produce-timeout"), help: help(
+        "Seconds a send waits for Kafka before answering 5030.", "produce-timeout", default: defaults.produceTimeout))
+    var produceTimeout: Double?
+
+    @Option(name: .customLong("unicast-partitions"), help: help(
+        "Partitions the unicast topic is created with (the slots).", "unicast-partitions",
+        default: defaults.unicastPartitions))
+    var unicastPartitions: Int?
+
+    @Option(name: .customLong("broadcast-partitions"), help: help(
+        "Partitions the broadcast topic is created with.", "broadcast-partitions", default: defaults.broadcastPartitions))
+    var broadcastPartitions: Int?
+
+    @Option(name: .customLong("peer-timeout"), help: help(
+        "Seconds to wait for another node's answer (online lists, status).", "peer-timeout",
+        default: defaults.peerTimeout))
+    var peerTimeout: Double?
+
+    @Option(name: .customLong("fetch-wait-ms"), help: help(
+        "Kafka fetch.wait.max.ms for the node's consumer.", "fetch-wait-ms", default: defaults.fetchWaitMillis))
+    var fetchWaitMs: Int?
+
+    @Option(name: .customLong("unicast-topic"), help: help(
+        "Topic whose partitions are the nodes' slots.", "unicast-topic", default: defaults.unicastTopic))
+    var unicastTopic: String?
+
+    @Option(name: .customLong("broadcast-topic"), help: help(
+        "Topic every node reads for group and system sends.", "broadcast-topic", default: defaults.broadcastTopic))
+    var broadcastTopic: String?
+
+    @Option(name: .customLong("etcd-prefix"), help: help(
+        "Root of Herald's keys in etcd.", "etcd-prefix", default: defaults.etcdPrefix))
+    var etcdPrefix: String?
+
+    /// The options given on the command line, as text, by option name.
+    private var commandLineValues: [String: String] {
+        let values: [String: (any CustomStringConvertible)?] = [
+            "dev": dev ? true : nil, "host": host, "port": port, "advertise": advertise, "node-id": nodeId,
+            "admin-token": adminToken, "client-id-key": clientIdKey, "max-body-bytes": maxBodyBytes,
+            "max-frame-bytes": maxFrameBytes, "outbound-queue": outboundQueue, "ping-interval": pingInterval,
+            "idle-timeout": idleTimeout, "rate-limit": rateLimit, "journal-capacity": journalCapacity,
+            "trace-capacity": traceCapacity, "shutdown-grace": shutdownGrace, "log-level": logLevel,
+            "kafka": kafka, "etcd": etcd, "lease-ttl": leaseTTL, "produce-timeout": produceTimeout,
+            "unicast-partitions": unicastPartitions, "broadcast-partitions": broadcastPartitions,
+            "peer-timeout": peerTimeout, "fetch-wait-ms": fetchWaitMs, "unicast-topic": unicastTopic,
+            "broadcast-topic": broadcastTopic, "etcd-prefix": etcdPrefix,
+        ]
+        return values.compactMapValues { $0?.description }
+    }
+
+    func run() async throws {
+        let configuration: HeraldConfiguration
+        let level: Logger.Level
+        do {
+            let environment = ProcessInfo.processInfo.environment
+            let settings = try SettingsReader(
+                commandLine: commandLineValues, environment: environment,
+                configFile: config ?? environment[SettingsReader.environmentName(of: "config")])
+            configuration = try Self.configuration(from: settings)
+            let levelName = settings.string("log-level", default: "info")
+            try settings.rejectUnknownFileKeys()
+            guard let parsed = Logger.Level(rawValue: levelName) else {
+                throw ConfigurationError.invalid("log-level", "expected trace, debug, info, notice, warning, error or critical, got \"\(levelName)\"")
+            }
+            level = parsed
+        } catch {
+            FileHandle.standardError.write(Data("herald: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+
+        LoggingSystem.bootstrap { JSONLogHandler(label: $0, level: level) }
+        let logger = Logger(label: "herald")
+        let node: HeraldNode
+        do {
+            node = try HeraldNode(configuration: configuration, logger: logger)
+        } catch {
+            logger.critical("cannot start: \(error)")
+            FileHandle.standardError.write(Data("herald: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        if configuration.dev, configuration.clientIdKeys == nil {
+            logger.warning("dev mode: using an ephemeral client-ID key; client IDs will not survive a restart")
+        }
+        try await node.run()
+    }
+
+    private static func configuration(from settings: SettingsReader) throws(ConfigurationError) -> HeraldConfiguration {
+        var c = HeraldConfiguration()
+        c.dev = try settings.bool("dev", default: c.dev)
+        c.host = settings.string("host", default: c.host)
+        c.port = try settings.int("port", default: c.port)
+        c.advertise = settings.string("advertise")
+        c.nodeId = settings.string("node-id")
+        c.adminToken = settings.string("admin-token")
+        c.clientIdKeys = settings.string("client-id-key")
+        c.maxBodyBytes = try settings.int("max-body-bytes", default: c.maxBodyBytes)
+        c.maxFrameBytes = try settings.int("max-frame-bytes", default: c.maxFrameBytes)
+        c.outboundQueueLimit = try settings.int("outbound-queue", default: c.outboundQueueLimit)
+        c.pingInterval = try settings.double("ping-interval", default: c.pingInterval)
+        c.idleTimeout = try settings.double("idle-timeout", default: c.idleTimeout)
+        c.rateLimit = try settings.int("rate-limit", default: c.rateLimit)
+        c.journalCapacity = try settings.int("journal-capacity", default: c.journalCapacity)
+        c.traceCapacity = try settings.int("trace-capacity", default: c.traceCapacity)
+        c.shutdownGrace = try settings.double("shutdown-grace", default: c.shutdownGrace)
+        c.kafka = settings.string("kafka")
+        c.etcd = settings.string("etcd")
+        c.leaseTTL = try settings.int("lease-ttl", default: c.leaseTTL)
+        c.produceTimeout = try settings.double("produce-timeout", default: c.produceTimeout)
+        c.unicastPartitions = try settings.int("unicast-partitions", default: c.unicastPartitions)
+        c.broadcastPartitions = try settings.int("broadcast-partitions", default: c.broadcastPartitions)
+        c.peerTimeout = try settings.double("peer-timeout", default: c.peerTimeout)
+        c.fetchWaitMillis = try settings.int("fetch-wait-ms", default: c.fetchWaitMillis)
+        c.unicastTopic = settings.string("unicast-topic", default: c.unicastTopic)
+        c.broadcastTopic = settings.string("broadcast-topic", default: c.broadcastTopic)
+        c.etcdPrefix = settings.string("etcd-prefix", default: c.etcdPrefix)
+        return c
+    }
+
+    /// "<text> (default: <value>; env HERALD_<NAME>)"
+    private static func help(_ text: String, _ name: String, default value: some CustomStringConvertible) -> ArgumentHelp {
+        var shown = value.description
+        if let number = value as? Double, number == number.rounded() { shown = String(Int(number)) }
+        return ArgumentHelp("\(text) (default: \(shown); env \(SettingsReader.environmentName(of: name)))")
+    }
+}
