@@ -5,6 +5,7 @@ import HummingbirdWebSocket
 import Logging
 import NIOCore
 import ServiceLifecycle
+import Synchronization
 
 /// One Herald node: the HTTP API, the WebSocket endpoint and the ops routes, run until
 /// SIGTERM or SIGINT, then drained (every client closed with 1001) and stopped.
@@ -28,6 +29,7 @@ public struct HeraldNode: Sendable {
         AdminController(node: services).register(to: router)
         InternalController(node: services).register(to: router)
         WebSocketEndpoint(node: services).register(to: router)
+        RouteTable.register(on: router, node: services)
 
         let webSocket = WebSocketServerConfiguration(
             maxFrameSize: configuration.maxFrameBytes,
@@ -116,5 +118,30 @@ struct MethodGuard: RouterMiddleware {
             ).response
         }
         return try await next(request, context)
+    }
+}
+
+/// `GET /admin/routes` (admin token): every (method, path) the router serves, read from
+/// Hummingbird's own route table (`Router.routes`) once all routes are registered, this one
+/// included. The OpenAPI contract test compares it with docs/openapi.yaml.
+final class RouteTable: Sendable {
+    struct Entry: Encodable, Sendable {
+        var method: String
+        var path: String
+    }
+
+    private let entries = Mutex<[Entry]>([])
+
+    /// Adds the route, then fills it from the router: call after every other route is added.
+    static func register(on router: Router<HeraldRequestContext>, node: HeraldNodeServices) {
+        let table = RouteTable()
+        router.get("admin/routes") { request, _ in
+            try AdminController.authorize(request, node: node)
+            return APIAnswer.success(table.entries.withLock { $0 }).response
+        }
+        let routes = router.routes
+            .map { Entry(method: $0.method.rawValue, path: $0.path.description) }
+            .sorted { ($0.path, $0.method) < ($1.path, $1.method) }
+        table.entries.withLock { $0 = routes }
     }
 }
