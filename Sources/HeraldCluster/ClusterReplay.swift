@@ -100,8 +100,8 @@ public final class KafkaTraceRecorder: TraceRecorder {
         if !accepted { dropped.add(1, ordering: .relaxed) }
     }
 
-    public func steps(for messageId: String) async -> [TraceStep]? {
-        try? await replay.trace(messageId)
+    public func steps(for messageId: String) async throws -> [TraceStep]? {
+        try await replay.trace(messageId)
     }
 
     /// Events that could not be buffered or sent (the trace is best effort; sends are not).

@@ -51,7 +51,12 @@ public actor IdempotencyCache<Answer: Sendable> {
     }
 
     /// Answers the remembered answer for `key`, or runs `work` once and remembers its answer.
-    public func answer(for key: String, now: Int64 = Clock.nowMillis(), work: @escaping @Sendable () async -> Answer) async -> Answer {
+    /// Repeats that arrive while `work` runs share its answer. An answer `keep` refuses (one worth
+    /// retrying, like "the fabric is unavailable") is forgotten once given, so a retry runs again.
+    public func answer(
+        for key: String, now: Int64 = Clock.nowMillis(), keep: @Sendable (Answer) -> Bool = { _ in true },
+        work: @escaping @Sendable () async -> Answer
+    ) async -> Answer {
         if let entry = entries[key], now - entry.storedAt < ttl {
             return await entry.task.value
         }
@@ -59,7 +64,12 @@ public actor IdempotencyCache<Answer: Sendable> {
         entries[key] = Entry(task: task, storedAt: now)
         order.append((key, now))
         evict(now: now)
-        return await task.value
+        let answer = await task.value
+        // Only this call's own entry is dropped, not one stored for the key since.
+        if !keep(answer), let entry = entries[key], entry.task == task {
+            entries[key] = nil
+        }
+        return answer
     }
 
     private func evict(now: Int64) {

@@ -56,7 +56,8 @@ public struct MessageTrace: Sendable, Encodable {
 /// Records the steps of messages for /admin/trace.
 public protocol TraceRecorder: Sendable {
     func record(_ messageId: String, _ step: TraceStep)
-    func steps(for messageId: String) async -> [TraceStep]?
+    /// nil when nothing is known of the message; throws when the store cannot be read.
+    func steps(for messageId: String) async throws -> [TraceStep]?
 }
 
 /// Keeps the traces of the most recent messages in memory, oldest evicted first.

@@ -80,8 +80,14 @@ struct APIController: Sendable {
     /// A send route: authenticated, and idempotent under an `Idempotency-Key` header.
     private func send(
         _ group: RouterGroup<HeraldRequestContext>, _ path: String,
-        _ handler: @escaping @Sendable (Request, String) async throws -> APIAnswer
+        _ send: @escaping @Sendable (Request, String) async throws -> APIAnswer
     ) {
+        let metrics = node.metrics
+        let handler: @Sendable (Request, String) async throws -> APIAnswer = { request, systemId in
+            let answer = try await send(request, systemId)
+            if answer.status == 200 { metrics.messagesPublished.increment() }
+            return answer
+        }
         group.post(RouterPath(path)) { request, _ in
             let systemId = try await self.authenticate(request)
             guard let key = request.header("Idempotency-Key"), !key.isEmpty else {
@@ -91,7 +97,10 @@ struct APIController: Sendable {
             var collected = request
             _ = try await collected.collectBody(upTo: self.limit + 1)
             let replayable = collected
-            let answer = await self.node.idempotency.answer(for: "\(systemId)\n\(path)\n\(key)") {
+            // A 5xx (the fabric was unavailable) is not remembered: the retry it invites must run.
+            let answer = await self.node.idempotency.answer(
+                for: "\(systemId)\n\(path)\n\(key)", keep: { $0.status < 500 }
+            ) {
                 do {
                     return try await handler(replayable, systemId)
                 } catch let error as HeraldError {

@@ -7,14 +7,21 @@ struct AdminController: Sendable {
     let node: HeraldNodeServices
 
     func register(to router: Router<HeraldRequestContext>) {
-        router.get("healthz") { _, _ in APIAnswer.success(["status": "ok"]).response }
-        router.get("readyz") { _, _ in
+        let health: @Sendable (Request, HeraldRequestContext) -> Response = { _, _ in
+            APIAnswer.success(["status": "ok"]).response
+        }
+        let readiness: @Sendable (Request, HeraldRequestContext) -> Response = { _, _ in
             node.isReady
                 ? APIAnswer.success(["ready": true]).response
                 : APIAnswer.failure(
                     HeraldError(code: 5030, status: 503, message: "not ready: \(node.notReadyReason ?? "starting")")
                 ).response
         }
+        // HEAD too: load balancers often probe with it (the server sends the headers only).
+        router.get("healthz", use: health)
+        router.head("healthz", use: health)
+        router.get("readyz", use: readiness)
+        router.head("readyz", use: readiness)
         router.get("metrics") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
@@ -52,7 +59,13 @@ struct AdminController: Sendable {
         admin.get("trace/:messageId") { request, context in
             try authorize(request)
             let messageId = try context.parameters.require("messageId")
-            guard let steps = await node.trace.steps(for: messageId) else { throw HeraldError.unknownMessage }
+            let found: [TraceStep]?
+            do {
+                found = try await node.trace.steps(for: messageId)
+            } catch {
+                throw HeraldError(code: 5030, status: 503, message: "cannot read the trace from Kafka: \(error)")
+            }
+            guard let steps = found else { throw HeraldError.unknownMessage }
             return APIAnswer.success(MessageTrace(messageId: messageId, steps: steps)).response
         }
     }

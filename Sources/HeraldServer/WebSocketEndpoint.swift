@@ -56,6 +56,12 @@ struct WebSocketEndpoint: Sendable {
             serial: serial, clientId: clientId, limit: node.configuration.outboundQueueLimit,
             channel: context.requestContext.channel, hardCloseAfter: .seconds(3),
             onSlowConsumer: { metrics.slowConsumerCloses.increment() })
+        do {
+            try await InboundActivityHandler.install(on: context.requestContext.channel, for: connection)
+        } catch {
+            // Then only frames the read loop sees count as activity (pongs do not).
+            context.logger.warning("cannot watch the client's pongs", metadata: ["error": "\(error)"])
+        }
         connection.push(FrameEncoding.welcome(clientId: clientId))
         node.registry.add(
             node.registry.makeConnection(serial: serial, clientId: clientId, systemId: systemId, userId: userId, sink: connection))

@@ -92,6 +92,18 @@ struct IdempotencyCacheTests {
         #expect(counter.count == 1)
     }
 
+    @Test("an answer `keep` refuses (worth retrying) is not remembered; a kept one is")
+    func refusedAnswersRunAgain() async {
+        let cache = IdempotencyCache<Int>()
+        let counter = Counter()
+        let keepEven: @Sendable (Int) -> Bool = { $0 % 2 == 0 }
+        #expect(await cache.answer(for: "k", now: 0, keep: keepEven) { counter.next() } == 1)
+        // 1 was refused, so the retry runs again; 2 is kept from then on.
+        #expect(await cache.answer(for: "k", now: 1, keep: keepEven) { counter.next() } == 2)
+        #expect(await cache.answer(for: "k", now: 2, keep: keepEven) { counter.next() } == 2)
+        #expect(counter.count == 2)
+    }
+
     @Test func runsAgainAfterTheTTL() async {
         let cache = IdempotencyCache<Int>(ttlMillis: 1000)
         let counter = Counter()

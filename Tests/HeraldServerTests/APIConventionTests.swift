@@ -12,6 +12,9 @@ struct APIConventionTests {
         let api = try server.api
         #expect(try await api.get("/healthz").status == 200)
         #expect(try await api.get("/readyz").status == 200)
+        // Load balancers often probe with HEAD.
+        #expect(try await api.request(.HEAD, "/healthz").status == 200)
+        #expect(try await api.request(.HEAD, "/readyz").status == 200)
     }
 
     @Test("GET /metrics is Prometheus text with herald_ metrics")
@@ -24,6 +27,30 @@ struct APIConventionTests {
         #expect(r.body.contains("herald_"), "no herald_ metric in /metrics")
         #expect(r.body.contains("herald_connections"), "no herald_connections metric in /metrics")
         #expect(r.body.contains("# TYPE"), "not Prometheus text format")
+    }
+
+    @Test("herald_messages_published_total counts each acknowledged send once")
+    func publishedCounter() async throws {
+        // A node of its own: the suite's shared node serves other tests' sends meanwhile.
+        try await withHerald { server in
+            let sys = try await server.api.registerSystem()
+            let c = try await sys.connect()
+            let before = Self.counter("herald_messages_published_total", in: try await server.api.adminGet("/metrics").body)
+            _ = try await sys.send(to: c.clientId)
+            _ = try await sys.send(to: c.clientId)
+            expectFailure(try await sys.call("send_to_client", ["clientId": .string(tamper(c.clientId))]), status: 400, code: 4001)
+            let after = Self.counter("herald_messages_published_total", in: try await server.api.adminGet("/metrics").body)
+            #expect(after - before == 2, "went from \(before) to \(after) after two sends and one refused")
+            try await c.ws.close()
+        }
+    }
+
+    /// The value of an unlabelled counter in Prometheus text (0 when absent).
+    static func counter(_ name: String, in text: String) -> Int {
+        for line in text.split(separator: "\n") where line.hasPrefix(name + " ") {
+            return Int(Double(line.split(separator: " ").last ?? "") ?? 0)
+        }
+        return 0
     }
 
     @Test("non-POST methods on /api/* answer 405 with code 4050", arguments: [HTTPMethod.GET, .PUT, .DELETE])

@@ -148,6 +148,36 @@ struct IdleTimeoutTests {
     }
 }
 
+@Suite(
+    "Pongs count as activity for --idle-timeout",
+    .herald(["--idle-timeout", "2", "--ping-interval", "0.5"]))
+struct PongActivityTests {
+    var server: HeraldInstance { get throws { try SharedHerald.get() } }
+
+    @Test("a client that only answers the server's pings stays connected past --idle-timeout")
+    func pongsKeepAlive() async throws {
+        let sys = try await server.api.registerSystem()
+        let c = try await sys.connect()
+        defer { Task { try? await c.ws.close() } }
+        try await Task.sleep(for: .seconds(5))
+        #expect(c.ws.pingCount >= 4, "expected pings every 0.5 s, got \(c.ws.pingCount)")
+        let d = try await sys.ok("client_status", ["clientId": .string(c.clientId)])
+        #expect(d["online"]?.bool == true, "a client answering pings was closed as idle")
+        let m = try await sys.send(to: c.clientId)
+        #expect(try await c.ws.nextJSON()["messageId"]?.string == m)
+    }
+
+    @Test("a client that answers nothing, not even pings, is closed")
+    func silentClosed() async throws {
+        let sys = try await server.api.registerSystem()
+        let c = try await sys.connect()
+        c.ws.setAutoPong(false)
+        _ = try await c.ws.waitForClose(timeout: .seconds(8))
+        await c.ws.abort()
+        try await waitOffline(sys, c.clientId)
+    }
+}
+
 @Suite("Rate limit per system", .herald(["--rate-limit", "5"]))
 struct RateLimitTests {
     var server: HeraldInstance { get throws { try SharedHerald.get() } }
