@@ -13,8 +13,12 @@ struct WebSocketEndpoint: Sendable {
     let node: HeraldNodeServices
 
     func register(to router: Router<HeraldRequestContext>) {
-        router.ws("/ws") { _, _ in
-            .upgrade([:])
+        router.ws("/ws") { request, _ in
+            // A plain GET would otherwise answer an empty 200.
+            guard request.headers[.upgrade]?.lowercased() == "websocket" else {
+                throw HeraldError.invalidField("Upgrade", "must be websocket: GET /ws opens a WebSocket")
+            }
+            return .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
             try await self.serve(inbound: inbound, outbound: outbound, context: context)
         }

@@ -17,6 +17,15 @@ struct WebSocketProtocolTests {
         }
     }
 
+    @Test("GET /ws without the upgrade answers 400/4000 naming Upgrade, and opens nothing")
+    func plainGet() async throws {
+        let sys = try await server.api.registerSystem()
+        expectFailure(try await server.api.get("/ws?systemId=\(sys.id)"), status: 400, code: 4000, mentions: "Upgrade")
+        let c = try await sys.connect()
+        #expect(!c.clientId.isEmpty, "a real upgrade still works")
+        try await c.ws.close()
+    }
+
     @Test("other client frames are ignored and the connection stays open")
     func otherFramesIgnored() async throws {
         let sys = try await server.api.registerSystem()
