@@ -4,7 +4,7 @@ import ArgumentParser
 struct HeraldBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "herald-bench",
-        abstract: "Load generator for Herald and Nchan (being written).")
-
-    func run() async throws {}
+        abstract: "Load generator for Herald and Nchan: WebSocket clients, an HTTP publisher, latency histograms.",
+        discussion: "scripts/bench runs every scenario against every server and writes the report.",
+        subcommands: [RunCommand.self, ReportCommand.self, WorkerCommand.self])
 }

@@ -1,0 +1,151 @@
+/// results.md: the targets, one table per scenario with the load generator's CPU beside
+/// each figure and who the bottleneck was, the Herald/Nchan ratios, and the settings.
+struct MarkdownReport {
+    let report: Report
+
+    private static let order = [Report.standalone, Report.cluster, Report.crossNode, Report.nchan]
+
+    private func runs(_ scenario: String) -> [ScenarioRun] {
+        report.runs.filter { $0.scenario == scenario }.sorted {
+            (Self.order.firstIndex(of: $0.target) ?? 9) < (Self.order.firstIndex(of: $1.target) ?? 9)
+        }
+    }
+
+    func render() -> String {
+        var md = "# Herald benchmark\n\n"
+        md += "Mode: **\(report.quick ? "quick (CI: small N, harness check; figures are not comparable)" : "full")**"
+        for key in ["started", "build", "gitCommit"] { if let v = report.meta[key] { md += " · \(key): \(v)" } }
+        md += "\n\n"
+        md += "Machine: " + ["machine", "kernel", "swift", "nginx", "nchan"].compactMap { key in report.meta[key].map { "\(key) \($0)" } }
+            .joined(separator: " · ") + "\n\n"
+        md += "CPU figures are in cores (CPU seconds per second over the measured window; the machine has \(report.meta["cores"] ?? "?")). "
+        md += "\"load-gen\" is all load-generator processes (workers and publisher), \"server\" the server's processes, "
+        md += "\"infra\" Kafka (Tansu + adapter), etcd and nginx of the cluster.\n\n"
+        if !report.failures.isEmpty {
+            md += "**Harness failures:**\n\n" + report.failures.map { "- \($0)\n" }.joined() + "\n"
+        }
+        md += targets() + connections() + fanout() + unicast() + ratios() + settings()
+        return md
+    }
+
+    private func targets() -> String {
+        var md = "## Targets\n\n| target | result | limit | met |\n|---|---|---|---|\n"
+        for t in report.targets {
+            md += "| \(t.target) | \(t.figure) | \(t.limit) | \(t.met ? "yes" : "**no**") |\n"
+        }
+        return md + "\n"
+    }
+
+    private func connections() -> String {
+        let runs = runs("connections")
+        guard !runs.isEmpty else { return "" }
+        var md = "## 1. Connections (idle WebSocket clients)\n\n"
+        md += "| server | connected | connect rate | connect p50 / p99 | server RSS before → after | RSS per connection | server CPU | infra CPU | load-gen CPU | bottleneck |\n"
+        md += "|---|---|---|---|---|---|---|---|---|---|\n"
+        for run in runs {
+            guard let c = run.connections else { md += failedRow(run, columns: 9); continue }
+            md += "| \(Format.label(run.target)) | \(c.connected) / \(c.clients) | \(Format.count(c.connectRate))/s "
+            md += "| \(Format.ms(c.connectLatency.p50)) / \(Format.ms(c.connectLatency.p99)) "
+            md += "| \(Format.mib(c.serverRSSBeforeBytes)) → \(Format.mib(c.serverRSSAfterBytes)) | \(Format.kib(c.rssPerConnectionBytes)) "
+            md += "| \(Format.cores(c.cpu.serverCores)) | \(Format.cores(c.cpu.infraCores)) | \(Format.cores(c.cpu.loadgenCores)) | \(c.bottleneck) |\n"
+        }
+        return md + notes(runs) + "\n"
+    }
+
+    private func fanout() -> String {
+        let runs = runs("fanout")
+        guard !runs.isEmpty else { return "" }
+        var md = "## 2. Fan-out (one group / one channel)\n\n"
+        md += "| server | members | publish rate | deliveries/s (offered) | p50 | p99 | p999 | max | lost | errors | server CPU | infra CPU | load-gen CPU | bottleneck |\n"
+        md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        for run in runs {
+            guard let f = run.fanout else { md += failedRow(run, columns: 13); continue }
+            md += "| \(Format.label(run.target)) | \(f.membersOpenAtStart) | \(Format.count(f.rate))/s "
+            md += "| \(Format.count(f.deliveriesPerSecond)) (\(Format.count(f.offeredDeliveriesPerSecond))) "
+            md += "| \(Format.ms(f.latency.p50)) | \(Format.ms(f.latency.p99)) | \(Format.ms(f.latency.p999)) | \(Format.ms(f.latency.max)) "
+            md += "| \(f.lost) | \(f.publishErrors) | \(Format.cores(f.cpu.serverCores)) | \(Format.cores(f.cpu.infraCores)) "
+            md += "| \(Format.cores(f.cpu.loadgenCores)) | \(f.bottleneck) |\n"
+        }
+        md += "\nFilling the group: "
+        md += runs.compactMap { run in
+            run.fanout.map { f in
+                run.kind == "nchan"
+                    ? "\(Format.label(run.target)) members subscribe to the channel as they connect"
+                    : "\(Format.label(run.target)) bound \(f.joined) members in \(String(format: "%.1f", f.joinSeconds)) s, "
+                        + "then \(Format.count(Double(f.presenceFrames))) presence frames had arrived after another "
+                        + "\(String(format: "%.1f", f.presenceSettleSeconds)) s"
+            }
+        }.joined(separator: "; ") + ".\n"
+        return md + notes(runs) + "\n"
+    }
+
+    private func unicast() -> String {
+        let runs = runs("unicast")
+        guard !runs.isEmpty else { return "" }
+        var md = "## 3. Unicast (random client per message, rising rates)\n\n"
+        md += "| server | clients | highest sustained rate | ramp ended |\n|---|---|---|---|\n"
+        for run in runs {
+            guard let u = run.unicast else { md += failedRow(run, columns: 3); continue }
+            md += "| \(Format.label(run.target)) | \(u.connected) | \(Format.count(u.highestSustainedRate))/s | \(u.stopReason) |\n"
+        }
+        md += "\n| server | rate | sent/s | p50 | p99 | p999 | max | publish ack p99 | lost | errors | server CPU | infra CPU | load-gen CPU | bottleneck | step |\n"
+        md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        for run in runs {
+            for s in run.unicast?.steps ?? [] {
+                md += "| \(Format.label(run.target)) | \(Format.count(s.rate))/s | \(Format.count(s.sendRate)) "
+                md += "| \(Format.ms(s.latency.p50)) | \(Format.ms(s.latency.p99)) | \(Format.ms(s.latency.p999)) | \(Format.ms(s.latency.max)) "
+                md += "| \(Format.ms(s.publishAck.p99)) | \(s.lost) | \(s.publishErrors) | \(Format.cores(s.cpu.serverCores)) "
+                md += "| \(Format.cores(s.cpu.infraCores)) | \(Format.cores(s.cpu.loadgenCores)) | \(s.bottleneck) | \(s.passed ? "pass" : s.verdict) |\n"
+            }
+        }
+        return md + notes(runs) + "\n"
+    }
+
+    private func ratios() -> String {
+        guard !report.ratios.isEmpty else { return "" }
+        var md = "## Herald / Nchan\n\n| scenario | figure | Herald | Herald | Nchan | Herald/Nchan | better |\n|---|---|---|---|---|---|---|\n"
+        for r in report.ratios {
+            md += "| \(r.scenario) | \(r.figure) | \(Format.label(r.herald)) | \(Self.number(r.heraldValue)) | \(Self.number(r.nchanValue)) "
+            md += "| \(Format.ratio(r.ratio)) | \(r.better) |\n"
+        }
+        return md + "\n"
+    }
+
+    private static func number(_ value: Double) -> String {
+        value >= 100 ? Format.count(value) : String(format: "%.2f", value)
+    }
+
+    private func settings() -> String {
+        var md = "## Settings\n\n"
+        for key in report.meta.keys.sorted() where key.hasPrefix("setting.") {
+            md += "- \(key.dropFirst("setting.".count)): \(report.meta[key]!)\n"
+        }
+        md += "\nPer run:\n\n"
+        for run in report.runs {
+            let pairs = run.settings.keys.sorted().map { "\($0)=\(run.settings[$0]!)" }.joined(separator: ", ")
+            md += "- \(Format.label(run.target)) \(run.scenario): \(pairs)\n"
+        }
+        return md
+    }
+
+    private func notes(_ runs: [ScenarioRun]) -> String {
+        var md = ""
+        for run in runs {
+            var errors = run.harnessErrors.map { "harness: \($0)" }
+            errors += run.connections?.errors ?? []
+            errors += run.fanout?.errors ?? []
+            errors += run.unicast?.connectErrors ?? []
+            for step in run.unicast?.steps ?? [] where !step.errors.isEmpty {
+                errors.append("at \(Int(step.rate))/s: " + step.errors.prefix(3).joined(separator: "; "))
+            }
+            if !errors.isEmpty {
+                md += "\n\(Format.label(run.target)): " + errors.prefix(6).joined(separator: " · ") + "\n"
+            }
+        }
+        return md
+    }
+
+    private func failedRow(_ run: ScenarioRun, columns: Int) -> String {
+        "| \(Format.label(run.target)) | harness failed: \(run.harnessErrors.joined(separator: "; "))" + String(repeating: " |", count: columns) + "\n"
+    }
+}

@@ -1,0 +1,227 @@
+import Foundation
+
+/// Every scenario run of one bench run, checked against the issue's targets and compared
+/// Herald to Nchan; written as results.json and results.md.
+struct Report: Codable, Sendable {
+    var meta: [String: String]
+    var quick: Bool
+    var runs: [ScenarioRun]
+    var targets: [TargetCheck] = []
+    var ratios: [Ratio] = []
+    /// Why the run fails (harness errors; in quick mode also errors and lost messages).
+    var failures: [String] = []
+
+    struct TargetCheck: Codable, Sendable {
+        var target: String
+        var figure: String
+        var limit: String
+        var met: Bool
+    }
+
+    struct Ratio: Codable, Sendable {
+        var scenario: String
+        var figure: String
+        var herald: String
+        var heraldValue: Double
+        var nchanValue: Double
+        /// Herald / Nchan.
+        var ratio: Double
+        var better: String
+    }
+
+    static let standalone = "herald-standalone"
+    static let cluster = "herald-cluster"
+    static let crossNode = "herald-cross-node"
+    static let nchan = "nchan"
+    static let targetRate = 5000.0
+
+    init(meta: [String: String], quick: Bool, runs: [ScenarioRun]) {
+        self.meta = meta
+        self.quick = quick
+        self.runs = runs
+        checkTargets()
+        compare()
+        findFailures()
+    }
+
+    func run(_ scenario: String, _ target: String) -> ScenarioRun? {
+        runs.first { $0.scenario == scenario && $0.target == target }
+    }
+
+    // MARK: targets
+
+    private mutating func checkTargets() {
+        if let herald = run("fanout", Self.standalone)?.fanout, let nchan = run("fanout", Self.nchan)?.fanout {
+            targets.append(
+                TargetCheck(
+                    target: "fan-out deliveries/s, Herald standalone vs Nchan",
+                    figure: "\(Format.count(herald.deliveriesPerSecond)) vs \(Format.count(nchan.deliveriesPerSecond))",
+                    limit: "at least Nchan's", met: herald.deliveriesPerSecond >= nchan.deliveriesPerSecond))
+        }
+        for (name, limit) in [(Self.standalone, 5.0), (Self.crossNode, 25.0)] {
+            guard let unicast = run("unicast", name)?.unicast else { continue }
+            let step = unicast.steps.first { $0.rate == Self.targetRate }
+            targets.append(
+                TargetCheck(
+                    target: "unicast p99 at 5,000 msg/s, \(Format.label(name))",
+                    figure: step.map { Format.ms($0.latency.p99) + ($0.passed ? "" : " (\($0.verdict))") } ?? "step not reached",
+                    limit: "at most \(Format.ms(limit))", met: step.map { $0.passed && $0.latency.p99 <= limit } ?? false))
+        }
+        for name in [Self.standalone, Self.cluster] {
+            guard let connections = run("connections", name)?.connections else { continue }
+            targets.append(
+                TargetCheck(
+                    target: "idle RSS per connection at \(Format.count(Double(connections.clients))) connections, \(Format.label(name))",
+                    figure: Format.kib(connections.rssPerConnectionBytes), limit: "at most 16 KiB",
+                    met: connections.rssPerConnectionBytes <= 16 * 1024 && connections.failed == 0))
+        }
+        var clean: [String] = []
+        for run in runs {
+            let problems = Self.problems(in: run)
+            if !problems.isEmpty { clean.append("\(Format.label(run.target)) \(run.scenario): \(problems.joined(separator: "; "))") }
+        }
+        targets.append(
+            TargetCheck(
+                target: "no errors and no lost messages in any scenario",
+                figure: clean.isEmpty ? "none" : clean.joined(separator: " · "), limit: "none", met: clean.isEmpty))
+    }
+
+    /// Errors and lost messages of one run. In the unicast ramp, errors end the ramp by design;
+    /// they count as a problem only at rates up to the 5,000 msg/s the targets name.
+    static func problems(in run: ScenarioRun) -> [String] {
+        var problems = run.harnessErrors.map { "harness: \($0)" }
+        if let c = run.connections {
+            if c.failed > 0 { problems.append("\(c.failed) connects failed") }
+            let closes = c.serverCloses.values.reduce(0, +)
+            if closes > 0 { problems.append("\(closes) idle clients closed by the server") }
+        }
+        if let f = run.fanout {
+            if f.publishErrors > 0 { problems.append("\(f.publishErrors) publish errors") }
+            if f.lost > 0 { problems.append("\(f.lost) deliveries lost") }
+            if f.connected < f.members { problems.append("\(f.members - f.connected) members failed to connect") }
+            if f.membersOpenAtStart < f.connected {
+                problems.append("\(f.connected - f.membersOpenAtStart) members closed while the group filled")
+            }
+            let closes = f.serverCloses.values.reduce(0, +)
+            if closes > 0 { problems.append("\(closes) members closed by the server while publishing") }
+        }
+        if let u = run.unicast {
+            if u.connected < u.clients { problems.append("\(u.clients - u.connected) clients failed to connect") }
+            for step in u.steps where step.rate <= targetRate {
+                if step.publishErrors > 0 { problems.append("\(step.publishErrors) publish errors at \(Int(step.rate))/s") }
+                if step.lost > 0 { problems.append("\(step.lost) lost at \(Int(step.rate))/s") }
+                let closes = step.serverCloses.values.reduce(0, +)
+                if closes > 0 { problems.append("\(closes) clients closed at \(Int(step.rate))/s") }
+            }
+        }
+        return problems
+    }
+
+    // MARK: Herald / Nchan
+
+    private mutating func compare() {
+        let heralds = [Self.standalone, Self.cluster, Self.crossNode]
+        if let nchan = run("connections", Self.nchan)?.connections {
+            for name in heralds {
+                guard let herald = run("connections", name)?.connections else { continue }
+                add("connections", "connect rate (/s)", name, herald.connectRate, nchan.connectRate, higherIsBetter: true)
+                add("connections", "RSS per connection (bytes)", name, herald.rssPerConnectionBytes, nchan.rssPerConnectionBytes, higherIsBetter: false)
+            }
+        }
+        if let nchan = run("fanout", Self.nchan)?.fanout {
+            for name in heralds {
+                guard let herald = run("fanout", name)?.fanout else { continue }
+                add("fanout", "deliveries/s", name, herald.deliveriesPerSecond, nchan.deliveriesPerSecond, higherIsBetter: true)
+                add("fanout", "p50 (ms)", name, herald.latency.p50, nchan.latency.p50, higherIsBetter: false)
+                add("fanout", "p99 (ms)", name, herald.latency.p99, nchan.latency.p99, higherIsBetter: false)
+                add("fanout", "p999 (ms)", name, herald.latency.p999, nchan.latency.p999, higherIsBetter: false)
+            }
+        }
+        if let nchan = run("unicast", Self.nchan)?.unicast {
+            for name in heralds {
+                guard let herald = run("unicast", name)?.unicast else { continue }
+                add("unicast", "highest sustained rate (msg/s)", name, herald.highestSustainedRate, nchan.highestSustainedRate, higherIsBetter: true)
+                // p99 at the highest rate both sustained.
+                let common = Set(herald.steps.filter(\.passed).map(\.rate)).intersection(nchan.steps.filter(\.passed).map(\.rate)).max()
+                if let rate = common, let h = herald.steps.first(where: { $0.rate == rate }),
+                    let n = nchan.steps.first(where: { $0.rate == rate })
+                {
+                    add("unicast", "p99 at \(Int(rate))/s (ms)", name, h.latency.p99, n.latency.p99, higherIsBetter: false)
+                }
+            }
+        }
+    }
+
+    private mutating func add(_ scenario: String, _ figure: String, _ herald: String, _ h: Double, _ n: Double, higherIsBetter: Bool) {
+        let ratio = n != 0 ? h / n : 0
+        let better = h == n ? "even" : ((h > n) == higherIsBetter ? "Herald" : "Nchan")
+        ratios.append(Ratio(scenario: scenario, figure: figure, herald: herald, heraldValue: h, nchanValue: n, ratio: ratio, better: better))
+    }
+
+    private mutating func findFailures() {
+        for run in runs where !run.harnessErrors.isEmpty {
+            failures.append("\(run.target) \(run.scenario): harness: \(run.harnessErrors.joined(separator: "; "))")
+        }
+        for scenario in ["connections", "fanout", "unicast"] where !runs.contains(where: { $0.scenario == scenario }) {
+            failures.append("no \(scenario) run")
+        }
+        if quick {
+            for run in runs {
+                let problems = Self.problems(in: run).filter { !$0.hasPrefix("harness:") }
+                if !problems.isEmpty { failures.append("\(run.target) \(run.scenario): \(problems.joined(separator: "; "))") }
+            }
+        }
+    }
+}
+
+/// Number formats for the Markdown report.
+enum Format {
+    static func label(_ target: String) -> String {
+        switch target {
+        case Report.standalone: "Herald standalone"
+        case Report.cluster: "Herald cluster (3 nodes)"
+        case Report.crossNode: "Herald cross-node (Kafka)"
+        case Report.nchan: "Nchan"
+        default: target
+        }
+    }
+
+    static func count(_ value: Double) -> String {
+        let rounded = Int(value.rounded())
+        var digits = String(abs(rounded))
+        var grouped = ""
+        while digits.count > 3 {
+            grouped = "," + digits.suffix(3) + grouped
+            digits.removeLast(3)
+        }
+        return (rounded < 0 ? "-" : "") + digits + grouped
+    }
+
+    static func ms(_ value: Double) -> String {
+        value < 10 ? String(format: "%.2f ms", value) : String(format: "%.1f ms", value)
+    }
+
+    static func kib(_ bytes: Double) -> String { String(format: "%.1f KiB", bytes / 1024) }
+    static func mib(_ bytes: UInt64) -> String { String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
+    static func cores(_ value: Double) -> String { String(format: "%.2f", value) }
+    static func ratio(_ value: Double) -> String { value == 0 ? "–" : String(format: "%.2f×", value) }
+}
+
+/// One line per scenario run, for the log.
+enum Summary {
+    static func line(_ run: ScenarioRun) -> String {
+        var text = "bench: \(run.target) \(run.scenario): "
+        if let c = run.connections {
+            text += "\(c.connected)/\(c.clients) connected at \(Format.count(c.connectRate))/s, \(Format.kib(c.rssPerConnectionBytes))/conn"
+        }
+        if let f = run.fanout {
+            text += "\(Format.count(f.deliveriesPerSecond)) deliveries/s, p50 \(Format.ms(f.latency.p50)) p99 \(Format.ms(f.latency.p99)), lost \(f.lost), errors \(f.publishErrors)"
+        }
+        if let u = run.unicast {
+            text += "highest sustained \(Format.count(u.highestSustainedRate))/s; "
+            text += u.steps.map { "\(Int($0.rate))/s p99 \(Format.ms($0.latency.p99)) \($0.verdict)" }.joined(separator: ", ")
+        }
+        if !run.harnessErrors.isEmpty { text += " HARNESS ERROR: \(run.harnessErrors.joined(separator: "; "))" }
+        return text
+    }
+}

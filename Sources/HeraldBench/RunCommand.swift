@@ -1,0 +1,119 @@
+import ArgumentParser
+import Foundation
+import NIOPosix
+
+/// `herald-bench run`: one scenario against one running server, results as JSON.
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run", abstract: "Run one scenario against one running server and write its results as JSON.")
+
+    enum Scenario: String, ExpressibleByArgument, CaseIterable { case connections, fanout, unicast }
+    enum Kind: String, ExpressibleByArgument, CaseIterable { case herald, nchan }
+
+    @Option(help: "connections, fanout or unicast.") var scenario: Scenario
+    @Option(help: "herald or nchan.") var kind: Kind
+    @Option(help: "Name in the report, e.g. herald-standalone.") var targetName: String
+    @Option(help: "Where clients connect, host:port, comma-separated (clients spread round-robin).") var clientsAt: String
+    @Option(help: "Where the publisher posts, host:port.") var publishTo: String
+    @Option(help: "PIDs of the server processes (RSS and CPU), comma-separated.") var serverPid: String
+    @Option(help: "PIDs of the server's infrastructure (CPU only), comma-separated.") var infraPid: String = ""
+    @Option(help: "File holding the admin token (Herald cluster: /api/register needs it).") var adminTokenFile: String?
+    @Option(help: "Load-generator worker processes.") var workers = 3
+    @Option(help: "Source addresses for the workers' sockets: <prefix>.2, <prefix>.3, …") var sourcePrefix = "127.0.1"
+    @Option(help: "Clients (connections: idle clients; fanout: group members; unicast: clients).") var clients: Int
+    @Option(help: "fanout: messages per second to the group.") var rate = 20.0
+    @Option(help: "fanout: seconds of publishing.") var seconds = 10.0
+    @Option(help: "unicast: rates to try, comma-separated, rising.") var rates = "1000,2000,5000,10000"
+    @Option(help: "unicast: seconds per rate.") var stepSeconds = 5.0
+    @Option(help: "unicast: p99 limit in ms that ends the ramp.") var p99Limit = 50.0
+    @Option(help: "connections: seconds the clients stay open before the RSS is read.") var holdSeconds = 3.0
+    @Option(help: "Length of each message's data string.") var payloadBytes = 100
+    @Option(help: "Publisher keep-alive HTTP connections.") var publisherConnections = 64
+    @Option(help: "Connects in flight at once (over all workers).") var connectConcurrency = 192
+    @Option(help: "A setting to record with the results, key=value (repeatable).") var setting: [String] = []
+    @Option(help: "Where to write the JSON results.") var out: String
+
+    func run() async throws {
+        FileLimit.raiseToHard()
+        var result = ScenarioRun(scenario: scenario.rawValue, target: targetName, kind: kind.rawValue, settings: recordedSettings)
+        do {
+            try await measure(into: &result)
+        } catch {
+            result.harnessErrors.append("\(error)")
+        }
+        try FileManager.default.createDirectory(
+            at: URL(fileURLWithPath: out).deletingLastPathComponent(), withIntermediateDirectories: true)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(result).write(to: URL(fileURLWithPath: out))
+        FileHandle.standardError.write(Data((Summary.line(result) + "\n").utf8))
+        if !result.harnessErrors.isEmpty { throw ExitCode(2) }
+    }
+
+    private var recordedSettings: [String: String] {
+        var settings: [String: String] = [
+            "workers": "\(workers)", "clients": "\(clients)", "payloadBytes": "\(payloadBytes)",
+            "publisherConnections": "\(publisherConnections)", "connectConcurrency": "\(connectConcurrency)",
+            "clientsAt": clientsAt, "publishTo": publishTo,
+        ]
+        switch scenario {
+        case .connections: settings["holdSeconds"] = "\(holdSeconds)"
+        case .fanout: settings["rate"] = "\(rate)"; settings["seconds"] = "\(seconds)"
+        case .unicast: settings["rates"] = rates; settings["stepSeconds"] = "\(stepSeconds)"; settings["p99LimitMs"] = "\(p99Limit)"
+        }
+        for pair in setting {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            settings[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
+        }
+        return settings
+    }
+
+    private func measure(into result: inout ScenarioRun) async throws {
+        let endpoints = try clientsAt.split(separator: ",").map { text in
+            guard let endpoint = Endpoint(String(text)) else { throw ValidationError("bad --clients-at \(text)") }
+            return endpoint
+        }
+        guard let publishEndpoint = Endpoint(publishTo) else { throw ValidationError("bad --publish-to \(publishTo)") }
+        let target: any PushTarget
+        switch kind {
+        case .herald:
+            var herald = HeraldTarget()
+            if let file = adminTokenFile {
+                herald.adminToken = try String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            target = herald
+        case .nchan:
+            target = NchanTarget()
+        }
+        let sources = (0..<workers).map { "\(sourcePrefix).\(2 + $0)" }
+        let loadgen = try LoadGenerator.start(workers: workers, sourceAddresses: sources)
+        let publisherGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let env = ScenarioEnvironment(
+            targetName: targetName, target: target, clientEndpoints: endpoints, publishEndpoint: publishEndpoint,
+            serverPids: pids(serverPid), infraPids: pids(infraPid), loadgen: loadgen, publisherLoop: publisherGroup.next(),
+            publisherConnections: publisherConnections, connectConcurrency: connectConcurrency, payloadBytes: payloadBytes)
+        do {
+            switch scenario {
+            case .connections:
+                result.connections = try await ConnectionsScenario(clients: clients, holdSeconds: holdSeconds).run(env)
+            case .fanout:
+                result.fanout = try await FanoutScenario(members: clients, rate: rate, seconds: seconds).run(env)
+            case .unicast:
+                let steps = rates.split(separator: ",").compactMap { Double($0) }
+                result.unicast = try await UnicastScenario(
+                    clients: clients, rates: steps, secondsPerStep: stepSeconds, p99LimitMillis: p99Limit
+                ).run(env)
+            }
+        } catch {
+            await loadgen.stop()
+            try? await publisherGroup.shutdownGracefully()
+            throw error
+        }
+        await loadgen.stop()
+        try? await publisherGroup.shutdownGracefully()
+    }
+
+    private func pids(_ list: String) -> [Int32] {
+        list.split(separator: ",").compactMap { Int32($0.trimmingCharacters(in: .whitespaces)) }
+    }
+}

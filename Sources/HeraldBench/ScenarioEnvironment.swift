@@ -1,0 +1,55 @@
+import NIOCore
+
+/// Everything a scenario needs: the target, where its clients connect and where the
+/// publisher posts, the processes whose memory and CPU are the server's, and the load generator.
+struct ScenarioEnvironment: Sendable {
+    var targetName: String
+    var target: any PushTarget
+    var clientEndpoints: [Endpoint]
+    var publishEndpoint: Endpoint
+    var serverPids: [Int32]
+    var infraPids: [Int32]
+    var loadgen: LoadGenerator
+    var publisherLoop: any EventLoop
+    var publisherConnections: Int
+    var connectConcurrency: Int
+    var payloadBytes: Int
+
+    var meter: CPUMeter { CPUMeter(serverPids: serverPids, infraPids: infraPids, loadgen: loadgen) }
+
+    func httpPool(connections: Int? = nil) -> HTTPClientPool {
+        HTTPClientPool(eventLoop: publisherLoop, endpoint: publishEndpoint, maxConnections: connections ?? publisherConnections)
+    }
+
+    var serverRSS: UInt64 { serverPids.compactMap(ProcFS.rssBytes(pid:)).reduce(0, +) }
+
+    /// The data of message `seq` in `phase`: its stamp, padded to the payload size.
+    func data(phase: UInt32, seq: UInt64) -> @Sendable (UInt64) -> String {
+        let size = payloadBytes
+        return { sentAt in BenchStamp(phase: phase, seq: seq, sentAt: sentAt).text(size: size) }
+    }
+
+    /// Waits until the clients hold `expected` messages of `phase`, or nothing more has come
+    /// for `quietSeconds`, or `maxSeconds` have passed. Returns what they hold.
+    func drain(phase: UInt32, expected: UInt64, quietSeconds: Double = 3, maxSeconds: Double = 60) async throws -> UInt64 {
+        let deadline = ContinuousClock.now + .milliseconds(Int64(maxSeconds * 1000))
+        var last: UInt64 = 0
+        var lastChange = ContinuousClock.now
+        while true {
+            let received = try await loadgen.received(phase: phase)
+            if received >= expected { return received }
+            let now = ContinuousClock.now
+            if received != last {
+                last = received
+                lastChange = now
+            } else if now - lastChange > .milliseconds(Int64(quietSeconds * 1000)) || now > deadline {
+                return received
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    static func sleep(_ seconds: Double) async throws {
+        try await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
+    }
+}

@@ -1,0 +1,95 @@
+/// `clients` clients, each with its own address; the publisher sends to random clients at
+/// rising rates until a step misses: p99 over the limit, an error, a lost message, or a rate
+/// the publisher could not keep.
+struct UnicastScenario: Sendable {
+    var clients: Int
+    var rates: [Double]
+    var secondsPerStep: Double
+    var p99LimitMillis = 50.0
+
+    func run(_ env: ScenarioEnvironment) async throws -> UnicastResult {
+        let http = env.httpPool()
+        try await env.target.prepare(http)
+        let connected = try await env.loadgen.connect(
+            total: clients, endpoints: env.clientEndpoints, pathTemplate: env.target.unicastPath,
+            expectWelcome: env.target.expectWelcome, keepaliveSeconds: env.target.keepaliveSeconds,
+            concurrency: env.connectConcurrency)
+        var connectErrors = connected.errors
+        if connected.failed > 0 { connectErrors.insert("\(connected.failed) of \(clients) clients failed to connect", at: 0) }
+        // Publish only to clients that are there (Nchan's channels exist for every index).
+        let reachable: [Int] =
+            env.target.expectWelcome
+            ? connected.clientIds.indices.filter { !connected.clientIds[$0].isEmpty } : Array(0..<connected.connected)
+        var steps: [UnicastStep] = []
+        var highest = 0.0
+        var stopReason = "every step passed"
+        if reachable.isEmpty {
+            stopReason = "no client connected"
+        }
+        for (i, rate) in rates.enumerated() where !reachable.isEmpty {
+            let step = try await runStep(env, http: http, phase: UInt32(100 + i), rate: rate, clientIds: connected.clientIds, reachable: reachable)
+            steps.append(step)
+            if step.passed {
+                highest = rate
+            } else {
+                stopReason = "at \(Int(rate))/s: \(step.verdict)"
+                break
+            }
+        }
+        try await env.loadgen.closeAll()
+        _ = try? await http.shutdown().get()
+        return UnicastResult(
+            clients: clients, connected: connected.connected, connectErrors: connectErrors, steps: steps,
+            highestSustainedRate: highest, stopReason: stopReason)
+    }
+
+    private func runStep(
+        _ env: ScenarioEnvironment, http: HTTPClientPool, phase: UInt32, rate: Double, clientIds: [String], reachable: [Int]
+    ) async throws -> UnicastStep {
+        let before = try await env.loadgen.stats()
+        let meter = env.meter
+        let cpuStart = try await meter.sample()
+        let target = env.target
+        let report = await Pacer(pool: http, accepts: env.target.accepts).run(rate: rate, seconds: secondsPerStep) { k in
+            let index = reachable[Int.random(in: 0..<reachable.count)]
+            return target.publish(
+                toClient: index, clientIds: clientIds, data: env.data(phase: phase, seq: UInt64(phase) << 32 | UInt64(k + 1)))
+        }
+        let expected = UInt64(report.ok)
+        _ = try await env.drain(phase: phase, expected: expected, maxSeconds: 30)
+        let cpuEnd = try await meter.sample()
+        let received = try await env.loadgen.phase(phase)
+        let after = try await env.loadgen.stats()
+
+        var errors = report.errorSamples
+        let lost = expected > received.received ? expected - received.received : 0
+        if lost > 0 { errors.append("\(lost) messages lost") }
+        var closes = after.serverCloses
+        for (code, count) in before.serverCloses { closes[code, default: 0] -= count }
+        closes = closes.filter { $0.value > 0 }
+        if !closes.isEmpty { errors.append("the server closed clients: \(closes)") }
+        let latency = received.latency.summary
+        let verdict: String
+        if report.errors > 0 {
+            verdict = "\(report.errors) publish errors"
+        } else if lost > 0 {
+            verdict = "\(lost) messages lost"
+        } else if !closes.isEmpty {
+            verdict = "clients closed by the server"
+        } else if latency.p99 > p99LimitMillis {
+            verdict = String(format: "p99 %.1f ms over %.0f ms", latency.p99, p99LimitMillis)
+        } else if report.sendRate < 0.95 * rate {
+            verdict = String(format: "publisher reached only %.0f/s", report.sendRate)
+        } else {
+            verdict = "ok"
+        }
+        let cpu = meter.figures(from: cpuStart, to: cpuEnd)
+        return UnicastStep(
+            rate: rate, seconds: secondsPerStep, published: report.ok, publishErrors: report.errors, received: received.received,
+            lost: lost, duplicates: received.received > expected ? received.received - expected : 0,
+            outOfOrder: received.outOfOrder, sendRate: report.sendRate, latency: latency, cdf: received.latency.cdf,
+            publishAck: report.ack.summary, publisherLag: report.lag.summary, serverCloses: closes, cpu: cpu,
+            bottleneck: cpu.bottleneck(publisherLagMillis: report.lag.millis(atPercentile: 99)), passed: verdict == "ok",
+            verdict: verdict, errors: errors)
+    }
+}
