@@ -41,14 +41,22 @@ struct CPUFigures: Codable, Sendable {
     var machineCores: Double
     var cores: Int
 
-    /// Who limits this figure, as far as CPU tells: when the machine is saturated, the side
-    /// using more of it; otherwise neither is CPU-bound (the figure is the offered load, or
-    /// the limit is latency, locks or I/O). A publisher that falls behind its schedule is
-    /// the load generator's limit whatever the CPU says.
-    func bottleneck(publisherLagMillis: Double? = nil) -> String {
+    /// Who limits this figure. A publisher behind its schedule: the server, when its slow
+    /// answers kept every publisher connection busy (rate × mean answer time near the pool
+    /// size), else the load generator. Otherwise, when the machine is saturated, the side
+    /// using more CPU; when it is not, neither is CPU-bound (the figure is the offered load,
+    /// or the limit is latency, locks or I/O).
+    func bottleneck(publisher: PublishReport? = nil, rate: Double = 0, connections: Int = 0) -> String {
         let saturated = machineCores >= 0.85 * Double(cores)
-        if let lag = publisherLagMillis, lag > 5, !saturated || loadgenCores >= serverCores {
-            return "load generator (publisher \(String(format: "%.0f", lag)) ms behind schedule at p99)"
+        if let publisher, publisher.lag.millis(atPercentile: 99) > 5 {
+            let lag = String(format: "%.0f", publisher.lag.millis(atPercentile: 99))
+            let inFlight = rate * publisher.ack.summary.mean / 1000
+            if inFlight >= 0.8 * Double(connections) {
+                return "server (slow publish answers held all \(connections) publisher connections; publisher \(lag) ms behind at p99)"
+            }
+            if !saturated || loadgenCores >= serverCores + infraCores {
+                return "load generator (publisher \(lag) ms behind schedule at p99)"
+            }
         }
         guard saturated else { return "none (CPU not saturated)" }
         return loadgenCores >= serverCores + infraCores ? "load generator (CPU)" : "server (CPU)"

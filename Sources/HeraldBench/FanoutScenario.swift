@@ -4,6 +4,7 @@ struct FanoutScenario: Sendable {
     var members: Int
     var rate: Double
     var seconds: Double
+    var warmupSeconds: Double
     var joinConcurrency = 16
     /// How long to wait for presence frames (Herald) to stop arriving once the group is full.
     var presenceTimeoutSeconds = 300.0
@@ -34,10 +35,14 @@ struct FanoutScenario: Sendable {
         if membersOpen < connected.connected {
             errors.append("\(connected.connected - membersOpen) members were closed before publishing: \(before.serverCloses)")
         }
+        let target = env.target
+        let warmup = try await env.warmup(http, rate: min(rate, 5), seconds: warmupSeconds, recipients: UInt64(membersOpen)) { phase, k in
+            target.publishToGroup(data: env.data(phase: phase, seq: UInt64(phase) << 32 | UInt64(k + 1)))
+        }
+        errors += warmup.problems
         let meter = env.meter
         let cpuStart = try await meter.sample()
         let phase = Self.phase
-        let target = env.target
         let report = await Pacer(pool: http, accepts: env.target.accepts).run(rate: rate, seconds: seconds) { k in
             target.publishToGroup(data: env.data(phase: phase, seq: UInt64(phase) << 32 | UInt64(k + 1)))
         }
@@ -60,14 +65,14 @@ struct FanoutScenario: Sendable {
         let cpu = meter.figures(from: cpuStart, to: cpuEnd)
         return FanoutResult(
             members: members, connected: connected.connected, joined: join.joined, joinSeconds: joinSeconds,
-            presenceFrames: presence, presenceSettleSeconds: settleSeconds, membersOpenAtStart: membersOpen, rate: rate,
+            presenceFrames: presence, presenceSettleSeconds: settleSeconds, membersOpenAtStart: membersOpen, warmup: warmup, rate: rate,
             seconds: seconds, published: report.ok, publishErrors: report.errors, expectedDeliveries: expected,
             received: received.received, lost: lost, duplicates: received.received > expected ? received.received - expected : 0,
             outOfOrder: received.outOfOrder, offeredDeliveriesPerSecond: rate * Double(membersOpen),
             deliveriesPerSecond: window > 0 ? Double(received.received) / window : 0, sendRate: report.sendRate,
             latency: received.latency.summary, cdf: received.latency.cdf, publishAck: report.ack.summary,
             publisherLag: report.lag.summary, serverCloses: closes, cpu: cpu,
-            bottleneck: cpu.bottleneck(publisherLagMillis: report.lag.millis(atPercentile: 99)), errors: errors)
+            bottleneck: cpu.bottleneck(publisher: report, rate: rate, connections: env.publisherConnections), errors: errors)
     }
 
     /// Waits until the members have every presence frame, or none has come for two seconds;

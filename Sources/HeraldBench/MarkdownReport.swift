@@ -76,6 +76,7 @@ struct MarkdownReport {
                         + "\(String(format: "%.1f", f.presenceSettleSeconds)) s"
             }
         }.joined(separator: "; ") + ".\n"
+        md += warmups(runs.compactMap { run in run.fanout.map { (run.target, $0.warmup) } })
         return md + notes(runs) + "\n"
     }
 
@@ -88,6 +89,7 @@ struct MarkdownReport {
             guard let u = run.unicast else { md += failedRow(run, columns: 3); continue }
             md += "| \(Format.label(run.target)) | \(u.connected) | \(Format.count(u.highestSustainedRate))/s | \(u.stopReason) |\n"
         }
+        md += "\n" + warmups(runs.compactMap { run in run.unicast.map { (run.target, $0.warmup) } })
         md += "\n| server | rate | sent/s | p50 | p99 | p999 | max | publish ack p99 | lost | errors | server CPU | infra CPU | load-gen CPU | bottleneck | step |\n"
         md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         for run in runs {
@@ -99,6 +101,13 @@ struct MarkdownReport {
             }
         }
         return md + notes(runs) + "\n"
+    }
+
+    private func warmups(_ warmups: [(String, WarmupResult)]) -> String {
+        "Warm-up before measuring (not in the figures, still accounted for): "
+            + warmups.map { target, w in
+                "\(Format.label(target)) \(w.published) messages at \(Format.count(w.rate))/s, \(w.received) received, \(w.lost) lost, \(w.publishErrors) errors"
+            }.joined(separator: "; ") + ".\n"
     }
 
     private func ratios() -> String {

@@ -96,6 +96,7 @@ struct Report: Codable, Sendable {
             if closes > 0 { problems.append("\(closes) idle clients closed by the server") }
         }
         if let f = run.fanout {
+            problems += f.warmup.problems
             if f.publishErrors > 0 { problems.append("\(f.publishErrors) publish errors") }
             if f.lost > 0 { problems.append("\(f.lost) deliveries lost") }
             if f.connected < f.members { problems.append("\(f.members - f.connected) members failed to connect") }
@@ -107,6 +108,7 @@ struct Report: Codable, Sendable {
         }
         if let u = run.unicast {
             if u.connected < u.clients { problems.append("\(u.clients - u.connected) clients failed to connect") }
+            problems += u.warmup.problems
             for step in u.steps where step.rate <= targetRate {
                 if step.publishErrors > 0 { problems.append("\(step.publishErrors) publish errors at \(Int(step.rate))/s") }
                 if step.lost > 0 { problems.append("\(step.lost) lost at \(Int(step.rate))/s") }

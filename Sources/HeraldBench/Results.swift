@@ -39,6 +39,7 @@ struct FanoutResult: Codable, Sendable {
     var presenceFrames: UInt64
     var presenceSettleSeconds: Double
     var membersOpenAtStart: Int
+    var warmup: WarmupResult
     var rate: Double
     var seconds: Double
     var published: Int
@@ -87,8 +88,28 @@ struct UnicastResult: Codable, Sendable {
     var clients: Int
     var connected: Int
     var connectErrors: [String]
+    var warmup: WarmupResult
     var steps: [UnicastStep]
     /// The highest rate whose step passed (p99 within the limit, no errors, no loss, rate kept).
     var highestSustainedRate: Double
     var stopReason: String
+}
+
+/// The unmeasured warm-up before a scenario's publishing: still accounted for.
+struct WarmupResult: Codable, Sendable {
+    var seconds: Double
+    var rate: Double
+    var published: Int
+    var publishErrors: Int
+    var received: UInt64
+    var lost: UInt64
+}
+
+extension WarmupResult {
+    var problems: [String] {
+        var problems: [String] = []
+        if publishErrors > 0 { problems.append("warm-up: \(publishErrors) publish errors") }
+        if lost > 0 { problems.append("warm-up: \(lost) messages lost") }
+        return problems
+    }
 }

@@ -27,6 +27,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "unicast: seconds per rate.") var stepSeconds = 5.0
     @Option(help: "unicast: p99 limit in ms that ends the ramp.") var p99Limit = 50.0
     @Option(help: "connections: seconds the clients stay open before the RSS is read.") var holdSeconds = 3.0
+    @Option(help: "fanout, unicast: seconds of unmeasured publishing at a low rate first.") var warmupSeconds = 2.0
     @Option(help: "Length of each message's data string.") var payloadBytes = 100
     @Option(help: "Publisher keep-alive HTTP connections.") var publisherConnections = 64
     @Option(help: "Connects in flight at once (over all workers).") var connectConcurrency = 192
@@ -58,8 +59,8 @@ struct RunCommand: AsyncParsableCommand {
         ]
         switch scenario {
         case .connections: settings["holdSeconds"] = "\(holdSeconds)"
-        case .fanout: settings["rate"] = "\(rate)"; settings["seconds"] = "\(seconds)"
-        case .unicast: settings["rates"] = rates; settings["stepSeconds"] = "\(stepSeconds)"; settings["p99LimitMs"] = "\(p99Limit)"
+        case .fanout: settings["rate"] = "\(rate)"; settings["seconds"] = "\(seconds)"; settings["warmupSeconds"] = "\(warmupSeconds)"
+        case .unicast: settings["rates"] = rates; settings["stepSeconds"] = "\(stepSeconds)"; settings["p99LimitMs"] = "\(p99Limit)"; settings["warmupSeconds"] = "\(warmupSeconds)"
         }
         for pair in setting {
             let parts = pair.split(separator: "=", maxSplits: 1)
@@ -97,11 +98,11 @@ struct RunCommand: AsyncParsableCommand {
             case .connections:
                 result.connections = try await ConnectionsScenario(clients: clients, holdSeconds: holdSeconds).run(env)
             case .fanout:
-                result.fanout = try await FanoutScenario(members: clients, rate: rate, seconds: seconds).run(env)
+                result.fanout = try await FanoutScenario(members: clients, rate: rate, seconds: seconds, warmupSeconds: warmupSeconds).run(env)
             case .unicast:
                 let steps = rates.split(separator: ",").compactMap { Double($0) }
                 result.unicast = try await UnicastScenario(
-                    clients: clients, rates: steps, secondsPerStep: stepSeconds, p99LimitMillis: p99Limit
+                    clients: clients, rates: steps, secondsPerStep: stepSeconds, warmupSeconds: warmupSeconds, p99LimitMillis: p99Limit
                 ).run(env)
             }
         } catch {

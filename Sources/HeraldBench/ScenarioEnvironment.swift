@@ -49,6 +49,24 @@ struct ScenarioEnvironment: Sendable {
         }
     }
 
+    /// Publishes at a low rate before measuring (connections, Kafka producers and consumers
+    /// warm up), then drains: these messages are accounted for but not in the figures.
+    func warmup(
+        _ http: HTTPClientPool, rate: Double, seconds: Double, recipients: UInt64,
+        make: @escaping @Sendable (_ phase: UInt32, _ k: Int) -> PublishRequest
+    ) async throws -> WarmupResult {
+        guard seconds > 0 else { return WarmupResult(seconds: 0, rate: 0, published: 0, publishErrors: 0, received: 0, lost: 0) }
+        let phase = Self.warmupPhase
+        let report = await Pacer(pool: http, accepts: target.accepts).run(rate: rate, seconds: seconds) { k in make(phase, k) }
+        let expected = UInt64(report.ok) * recipients
+        let received = try await drain(phase: phase, expected: expected, maxSeconds: 30)
+        return WarmupResult(
+            seconds: seconds, rate: rate, published: report.ok, publishErrors: report.errors, received: received,
+            lost: expected > received ? expected - received : 0)
+    }
+
+    static let warmupPhase: UInt32 = 99
+
     static func sleep(_ seconds: Double) async throws {
         try await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
     }

@@ -5,6 +5,7 @@ struct UnicastScenario: Sendable {
     var clients: Int
     var rates: [Double]
     var secondsPerStep: Double
+    var warmupSeconds: Double
     var p99LimitMillis = 50.0
 
     func run(_ env: ScenarioEnvironment) async throws -> UnicastResult {
@@ -20,6 +21,15 @@ struct UnicastScenario: Sendable {
         let reachable: [Int] =
             env.target.expectWelcome
             ? connected.clientIds.indices.filter { !connected.clientIds[$0].isEmpty } : Array(0..<connected.connected)
+        let target = env.target
+        let ids = connected.clientIds
+        let warmup = try await env.warmup(http, rate: min(rates.first ?? 100, 200), seconds: reachable.isEmpty ? 0 : warmupSeconds, recipients: 1) {
+            phase, k in
+            target.publish(
+                toClient: reachable[Int.random(in: 0..<reachable.count)], clientIds: ids,
+                data: env.data(phase: phase, seq: UInt64(phase) << 32 | UInt64(k + 1)))
+        }
+        connectErrors += warmup.problems
         var steps: [UnicastStep] = []
         var highest = 0.0
         var stopReason = "every step passed"
@@ -39,7 +49,7 @@ struct UnicastScenario: Sendable {
         try await env.loadgen.closeAll()
         _ = try? await http.shutdown().get()
         return UnicastResult(
-            clients: clients, connected: connected.connected, connectErrors: connectErrors, steps: steps,
+            clients: clients, connected: connected.connected, connectErrors: connectErrors, warmup: warmup, steps: steps,
             highestSustainedRate: highest, stopReason: stopReason)
     }
 
@@ -89,7 +99,7 @@ struct UnicastScenario: Sendable {
             lost: lost, duplicates: received.received > expected ? received.received - expected : 0,
             outOfOrder: received.outOfOrder, sendRate: report.sendRate, latency: latency, cdf: received.latency.cdf,
             publishAck: report.ack.summary, publisherLag: report.lag.summary, serverCloses: closes, cpu: cpu,
-            bottleneck: cpu.bottleneck(publisherLagMillis: report.lag.millis(atPercentile: 99)), passed: verdict == "ok",
+            bottleneck: cpu.bottleneck(publisher: report, rate: rate, connections: env.publisherConnections), passed: verdict == "ok",
             verdict: verdict, errors: errors)
     }
 }
