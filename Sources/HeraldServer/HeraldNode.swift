@@ -1,7 +1,6 @@
 import HeraldCluster
 import HeraldCore
 import Hummingbird
-import HummingbirdWebSocket
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -31,14 +30,10 @@ public struct HeraldNode: Sendable {
         WebSocketEndpoint(node: services).register(to: router)
         RouteTable.register(on: router, node: services)
 
-        let webSocket = WebSocketServerConfiguration(
-            maxFrameSize: configuration.maxFrameBytes,
-            autoPing: .enabled(timePeriod: .milliseconds(Int64(configuration.pingInterval * 1000))),
-            closeTimeout: .seconds(3))
         let logger = self.logger
         let app = Application(
             router: router,
-            server: .http1WebSocketUpgrade(webSocketRouter: router, configuration: .init(ws: webSocket)),
+            server: .herald(endpoint: WebSocketEndpoint(node: services), maxFrameSize: configuration.maxFrameBytes),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "Herald"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? configuration.port
@@ -54,6 +49,7 @@ public struct HeraldNode: Sendable {
         if let cluster = services.cluster {
             lifecycle.append(.init(service: ClusterService(fabric: cluster, node: services)))
         }
+        lifecycle.append(.init(service: WebSocketKeeper(node: services)))
         lifecycle.append(.init(service: ConnectionDrain(node: services)))
         let group = ServiceGroup(
             configuration: .init(

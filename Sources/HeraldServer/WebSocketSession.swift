@@ -1,0 +1,276 @@
+import Foundation
+import HeraldCore
+import Logging
+import NIOCore
+import NIOWebSocket
+import Synchronization
+
+/// One client's WebSocket, driven by SwiftNIO callbacks on its event loop: no task per
+/// connection, so an idle client costs its channel and this object, not a stack of suspended
+/// tasks. Pushes from any thread hop to the event loop and are written in order. A client that
+/// lets more than `limit` frames pile up unwritten is closed with 1013; one that does not take
+/// its close within `closeTimeout` loses its socket.
+final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, ClientSink {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    /// What the endpoint decided when the upgrade was asked for.
+    enum Admission: Sendable {
+        case admitted(systemId: String, userId: String)
+        case refused(code: Int, message: String)
+        case goingAway
+        case notReady
+    }
+
+    let serial: UInt64
+    let clientId: String
+    private let admission: Admission
+    private let node: HeraldNodeServices
+    private let limit: Int
+    private let channel: any Channel
+    /// Frames pushed and not yet handed to the socket; written from any thread.
+    private let unwritten = Atomic<Int>(0)
+    /// Set once a close was asked for (by us) or the channel went away; any thread reads it.
+    private let closing = Atomic<Bool>(false)
+
+    // Event-loop state.
+    private var context: ChannelHandlerContext?
+    private var lastInbound = NIODeadline.now()
+    private var lastPing = NIODeadline.now()
+    private var registered = false
+    private var fragments: ByteBuffer?
+    private var fragmentsAreText = false
+
+    init(serial: UInt64, clientId: String, admission: Admission, node: HeraldNodeServices, channel: any Channel) {
+        self.serial = serial
+        self.clientId = clientId
+        self.admission = admission
+        self.node = node
+        self.limit = node.configuration.outboundQueueLimit
+        self.channel = channel
+    }
+
+    // MARK: Lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        lastInbound = .now()
+        lastPing = .now()
+        switch admission {
+        case .admitted(let systemId, let userId):
+            write(FrameEncoding.welcome(clientId: clientId), context: context)
+            context.flush()
+            node.registry.add(
+                node.registry.makeConnection(serial: serial, clientId: clientId, systemId: systemId, userId: userId, sink: self))
+            registered = true
+            node.metrics.connections.increment()
+        case .refused(let code, let message):
+            node.metrics.refusedConnections.increment()
+            node.logger.info("websocket refused", metadata: ["code": "\(code)", "reason": .string(message)])
+            write(FrameEncoding.refusal(code: code, msg: message), context: context)
+            // Close reasons must fit a control frame (125 bytes): the detail went in the frame.
+            sendClose(code: 1008, reason: code == 4010 ? "unauthorized" : "unknown system", context: context)
+        case .goingAway:
+            sendClose(code: 1001, reason: "server is shutting down", context: context)
+        case .notReady:
+            sendClose(code: 1013, reason: "node holds no slot yet; try again later", context: context)
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closing.store(true, ordering: .relaxed)
+        if registered {
+            registered = false
+            for change in node.registry.remove(serial: serial) {
+                node.delivery.announce(.left, change)
+            }
+            node.metrics.connections.decrement()
+        }
+        context.fireChannelInactive()
+    }
+
+    /// The server allows half-closed connections (for HTTP); a WebSocket whose client stopped
+    /// sending is over.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case ChannelEvent.inputClosed = event {
+            closing.store(true, ordering: .relaxed)
+            context.close(promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    // MARK: ClientSink (any thread)
+
+    @discardableResult
+    func push(_ frame: String) -> Bool {
+        guard !closing.load(ordering: .relaxed) else { return false }
+        if unwritten.add(1, ordering: .relaxed).newValue > limit {
+            node.metrics.slowConsumerCloses.increment()
+            close(code: 1013, reason: "client is too slow to keep up")
+            return false
+        }
+        onLoop { session, context in
+            session.write(frame, context: context)
+            context.flush()
+        }
+        return true
+    }
+
+    /// Closes after the frames already pushed; the socket goes `closeTimeout` later at the latest.
+    func close(code: UInt16, reason: String) {
+        guard !closing.exchange(true, ordering: .relaxed) else { return }
+        onLoop { session, context in
+            session.sendClose(code: code, reason: reason, context: context)
+        }
+    }
+
+    // MARK: Inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        lastInbound = .now()
+        switch frame.opcode {
+        case .text, .binary:
+            if frame.fin {
+                if frame.opcode == .text { received(text: frame.unmaskedData, context: context) }
+            } else {
+                fragments = frame.unmaskedData
+                fragmentsAreText = frame.opcode == .text
+            }
+        case .continuation:
+            guard var collected = fragments else { return }
+            var more = frame.unmaskedData
+            guard collected.readableBytes + more.readableBytes <= node.configuration.maxFrameBytes else {
+                fragments = nil
+                closing.store(true, ordering: .relaxed)
+                sendClose(code: 1009, reason: "message too large", context: context)
+                return
+            }
+            collected.writeBuffer(&more)
+            if frame.fin {
+                fragments = nil
+                if fragmentsAreText { received(text: collected, context: context) }
+            } else {
+                fragments = collected
+            }
+        case .ping:
+            let pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)
+            context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
+        case .pong:
+            break  // activity, noted above
+        case .connectionClose:
+            if closing.exchange(true, ordering: .relaxed) {
+                // Our close was answered: the handshake is done.
+                context.close(promise: nil)
+            } else {
+                // The client closes: echo its code, then end the connection.
+                var data = frame.unmaskedData
+                let code = data.readInteger(as: UInt16.self) ?? 1000
+                var buffer = context.channel.allocator.buffer(capacity: 2)
+                buffer.writeInteger(code)
+                let echo = WebSocketFrame(fin: true, opcode: .connectionClose, data: buffer)
+                context.writeAndFlush(wrapOutboundOut(echo)).whenComplete { _ in context.close(promise: nil) }
+            }
+        default:
+            closing.store(true, ordering: .relaxed)
+            sendClose(code: 1002, reason: "unknown opcode", context: context)
+        }
+    }
+
+    private func received(text buffer: ByteBuffer, context: ChannelHandlerContext) {
+        let text = String(buffer: buffer)
+        if text == "ping" {
+            guard !closing.load(ordering: .relaxed) else { return }
+            unwritten.add(1, ordering: .relaxed)
+            write("pong", context: context)
+            context.flush()
+        } else if let ack = Self.ack(in: text) {
+            node.trace.record(ack, TraceStep(.acked, node: node.membership.local.nodeId, clientId: clientId))
+        }
+    }
+
+    /// The message id of an `{"ack":"<messageId>"}` frame.
+    static func ack(in text: String) -> String? {
+        guard text.hasPrefix("{"), text.utf8.count <= 1024,
+            let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
+            let id = object["ack"] as? String, !id.isEmpty
+        else { return nil }
+        return id
+    }
+
+    // MARK: Keep-alive (called by WebSocketKeeper)
+
+    /// Pings when a ping is due, and closes a client that sent nothing, not even a pong, for the
+    /// idle timeout. (A late pong is not a dead client: a busy client reads its backlog first.)
+    /// Any thread.
+    func keepAlive(pingInterval: TimeAmount, idleTimeout: TimeAmount) {
+        guard !closing.load(ordering: .relaxed) else { return }
+        onLoop { session, context in
+            session.checkAlive(pingInterval: pingInterval, idleTimeout: idleTimeout, context: context)
+        }
+    }
+
+    private func checkAlive(pingInterval: TimeAmount, idleTimeout: TimeAmount, context: ChannelHandlerContext) {
+        guard !closing.load(ordering: .relaxed) else { return }
+        let now = NIODeadline.now()
+        if now - lastInbound >= idleTimeout {
+            closing.store(true, ordering: .relaxed)
+            node.metrics.idleCloses.increment()
+            sendClose(code: 1000, reason: "idle timeout", context: context)
+        } else if now - lastPing >= pingInterval {
+            lastPing = now
+            let ping = WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(capacity: 0))
+            context.writeAndFlush(wrapOutboundOut(ping), promise: nil)
+        }
+    }
+
+    // MARK: Outbound (event loop)
+
+    private func write(_ text: String, context: ChannelHandlerContext) {
+        let frame = WebSocketFrame(fin: true, opcode: .text, data: context.channel.allocator.buffer(string: text))
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        promise.futureResult.whenComplete { result in
+            self.unwritten.subtract(1, ordering: .relaxed)
+            if case .success = result { self.node.metrics.framesSent.increment() }
+        }
+        context.write(wrapOutboundOut(frame), promise: promise)
+    }
+
+    /// Writes the close frame and drops the socket if the client does not answer in time.
+    private func sendClose(code: UInt16, reason longReason: String, context: ChannelHandlerContext) {
+        closing.store(true, ordering: .relaxed)
+        var reason = longReason
+        while reason.utf8.count > 123 { reason.removeLast() }
+        var buffer = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
+        buffer.writeInteger(code)
+        buffer.writeString(reason)
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: buffer)), promise: nil)
+        let channel = context.channel
+        channel.eventLoop.scheduleTask(in: WebSocketSession.closeTimeout) {
+            channel.close(promise: nil)
+        }
+    }
+
+    static let closeTimeout = TimeAmount.seconds(3)
+
+    /// Runs `body` on the event loop with this handler's context (if it is still in the pipeline).
+    private func onLoop(_ body: @escaping @Sendable (WebSocketSession, ChannelHandlerContext) -> Void) {
+        let run: @Sendable () -> Void = {
+            guard let context = self.context else { return }
+            body(self, context)
+        }
+        if channel.eventLoop.inEventLoop {
+            run()
+        } else {
+            channel.eventLoop.execute(run)
+        }
+    }
+}
+
+// The mutable state above is only touched on the channel's event loop (handler callbacks and
+// `onLoop`); what other threads touch is atomic or immutable.
+extension WebSocketSession: @unchecked Sendable {}
