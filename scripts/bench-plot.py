@@ -64,39 +64,25 @@ def plot_connections(results, out):
     plt.close(fig)
 
 
-def plot_fanout(results, out):
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for run in runs_of(results, "fanout"):
-        f = run.get("fanout")
-        if f and f["cdf"]:
-            xs, ys = curve(f["cdf"])
-            label = f'{LABELS.get(run["target"], run["target"])}: {f["membersOpenAtStart"]} members, {f["rate"]:g} msg/s'
-            ax.plot(xs, ys, label=label, color=COLORS.get(run["target"]))
-    axes_style(ax, "Fan-out: publish-to-receive latency of every delivery", "latency (ms)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-
-
-def plot_unicast(results, out):
-    runs = [r for r in runs_of(results, "unicast") if r.get("unicast") and r["unicast"]["steps"]]
-    if not runs:
-        runs = runs_of(results, "unicast")
+def plot_steps(results, scenario, out, title, unit, passed_key):
+    """One panel per server, one curve per rate step; dotted: the step that ended the ramp."""
+    runs = [r for r in runs_of(results, scenario) if r.get(scenario) and r[scenario]["steps"]]
     fig, axes = plt.subplots(1, max(1, len(runs)), figsize=(5.5 * max(1, len(runs)), 5), squeeze=False, sharex=True)
     for ax, run in zip(axes[0], runs):
-        steps = (run.get("unicast") or {}).get("steps", [])
+        steps = run[scenario]["steps"]
         cmap = plt.get_cmap("viridis")
         for i, step in enumerate(steps):
             if not step["cdf"]:
                 continue
             xs, ys = curve(step["cdf"])
-            style = "-" if step["passed"] else ":"
-            ax.plot(xs, ys, style, color=cmap(i / max(1, len(steps) - 1)),
-                    label=f'{step["rate"]:g}/s' + ("" if step["passed"] else f' ({step["verdict"]})'))
-        axes_style(ax, f'Unicast: {LABELS.get(run["target"], run["target"])}', "publish-to-receive latency (ms)")
+            ok = step[passed_key]
+            ax.plot(xs, ys, "-" if ok else ":", color=cmap(i / max(1, len(steps) - 1)),
+                    label=f'{step["rate"]:g} {unit}' + ("" if ok else f' ({step["verdict"]})'))
+        axes_style(ax, f'{title}: {LABELS.get(run["target"], run["target"])}', "publish-to-receive latency (ms)")
         ax.axvline(50, color="red", alpha=0.4, linewidth=1)
         ax.legend(fontsize=7)
+    if not runs:
+        axes_style(axes[0][0], f"{title}: no results", "publish-to-receive latency (ms)")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -109,8 +95,8 @@ def main():
     with open(os.path.join(run_dir, "results.json")) as f:
         results = json.load(f)
     plot_connections(results, os.path.join(run_dir, "cdf-connections.png"))
-    plot_fanout(results, os.path.join(run_dir, "cdf-fanout.png"))
-    plot_unicast(results, os.path.join(run_dir, "cdf-unicast.png"))
+    plot_steps(results, "fanout", os.path.join(run_dir, "cdf-fanout.png"), "Fan-out", "msg/s to the group", "keptUp")
+    plot_steps(results, "unicast", os.path.join(run_dir, "cdf-unicast.png"), "Unicast", "msg/s", "passed")
 
 
 if __name__ == "__main__":

@@ -9,10 +9,17 @@ final class LatencyRecorder: Sendable {
         var outOfOrder: UInt64 = 0
         var firstAt: UInt64 = 0
         var lastAt: UInt64 = 0
+        /// Deliveries of each message, by its number in the phase (the stamp's low 32 bits, from 1).
+        var perMessage: [UInt32] = []
 
         mutating func record(_ stamp: BenchStamp, at now: UInt64, inOrder: Bool) {
             latency.record(nanos: now >= stamp.sentAt ? now - stamp.sentAt : 0)
             received += 1
+            let k = Int(stamp.seq & 0xFFFF_FFFF) - 1
+            if k >= 0, k < LatencyRecorder.maxMessagesPerPhase {
+                if k >= perMessage.count { perMessage += [UInt32](repeating: 0, count: k + 1 - perMessage.count) }
+                perMessage[k] += 1
+            }
             if !inOrder { outOfOrder += 1 }
             if firstAt == 0 { firstAt = now }
             lastAt = now
@@ -20,6 +27,7 @@ final class LatencyRecorder: Sendable {
     }
 
     private let phases = Mutex<[UInt32: Phase]>([:])
+    static let maxMessagesPerPhase = 10_000_000
 
     func record(_ stamp: BenchStamp, receivedAt now: UInt64, inOrder: Bool) {
         phases.withLock { phases in
@@ -31,7 +39,8 @@ final class LatencyRecorder: Sendable {
         let phase = phases.withLock { $0[id] } ?? Phase()
         return PhaseReport(
             phase: id, received: phase.received, outOfOrder: phase.outOfOrder, firstReceiveNanos: phase.firstAt,
-            lastReceiveNanos: phase.lastAt, latencyMicros: phase.latency.sparse)
+            lastReceiveNanos: phase.lastAt, latencyMicros: phase.latency.sparse,
+            perMessage: phase.perMessage)
     }
 
     /// Received counts of every phase, cheap enough to poll while draining.

@@ -82,6 +82,35 @@ struct LoadGenerator: Sendable {
         var firstReceiveNanos: UInt64 = 0
         var lastReceiveNanos: UInt64 = 0
         var latency = LatencyHistogram()
+        var perMessage: [UInt32] = []
+
+        /// Checks the deliveries against what was sent: message k was accepted (`accepted[k]`)
+        /// and should reach `recipients` clients.
+        func account(accepted: [Bool], recipients: UInt64) -> Accounting {
+            var accounting = Accounting()
+            for (k, ok) in accepted.enumerated() {
+                let got = k < perMessage.count ? UInt64(perMessage[k]) : 0
+                if ok {
+                    if got < recipients { accounting.lost += recipients - got }
+                    if got > recipients { accounting.duplicates += got - recipients }
+                } else {
+                    accounting.deliveredDespiteError += got
+                }
+            }
+            if perMessage.count > accepted.count {
+                accounting.unexpected = perMessage[accepted.count...].reduce(0) { $0 + UInt64($1) }
+            }
+            return accounting
+        }
+    }
+
+    struct Accounting: Sendable {
+        var lost: UInt64 = 0
+        var duplicates: UInt64 = 0
+        /// Deliveries of messages whose publish failed (timed out, say): not lost, not expected.
+        var deliveredDespiteError: UInt64 = 0
+        /// Deliveries of message numbers never sent: a harness fault.
+        var unexpected: UInt64 = 0
     }
 
     func phase(_ id: UInt32) async throws -> Phase {
@@ -95,6 +124,10 @@ struct LoadGenerator: Sendable {
             }
             merged.lastReceiveNanos = max(merged.lastReceiveNanos, report.lastReceiveNanos)
             merged.latency.add(sparse: report.latencyMicros)
+            if report.perMessage.count > merged.perMessage.count {
+                merged.perMessage += [UInt32](repeating: 0, count: report.perMessage.count - merged.perMessage.count)
+            }
+            for (k, n) in report.perMessage.enumerated() where n > 0 { merged.perMessage[k] += n }
         }
         return merged
     }

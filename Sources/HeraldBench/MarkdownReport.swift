@@ -56,15 +56,21 @@ struct MarkdownReport {
         let runs = runs("fanout")
         guard !runs.isEmpty else { return "" }
         var md = "## 2. Fan-out (one group / one channel)\n\n"
-        md += "| server | members | publish rate | deliveries/s (offered) | p50 | p99 | p999 | max | lost | errors | server CPU | infra CPU | load-gen CPU | bottleneck |\n"
-        md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        md += "| server | members | peak deliveries/s | ramp ended |\n|---|---|---|---|\n"
         for run in runs {
-            guard let f = run.fanout else { md += failedRow(run, columns: 13); continue }
-            md += "| \(Format.label(run.target)) | \(f.membersOpenAtStart) | \(Format.count(f.rate))/s "
-            md += "| \(Format.count(f.deliveriesPerSecond)) (\(Format.count(f.offeredDeliveriesPerSecond))) "
-            md += "| \(Format.ms(f.latency.p50)) | \(Format.ms(f.latency.p99)) | \(Format.ms(f.latency.p999)) | \(Format.ms(f.latency.max)) "
-            md += "| \(f.lost) | \(f.publishErrors) | \(Format.cores(f.cpu.serverCores)) | \(Format.cores(f.cpu.infraCores)) "
-            md += "| \(Format.cores(f.cpu.loadgenCores)) | \(f.bottleneck) |\n"
+            guard let f = run.fanout else { md += failedRow(run, columns: 3); continue }
+            md += "| \(Format.label(run.target)) | \(f.membersOpenAtStart) | \(Format.count(f.peakDeliveriesPerSecond)) | \(f.stopReason) |\n"
+        }
+        md += "\n| server | publish rate | deliveries/s (offered) | p50 | p99 | p999 | max | publish ack p99 | lost | errors | server CPU | infra CPU | load-gen CPU | bottleneck | step |\n"
+        md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        for run in runs {
+            for s in run.fanout?.steps ?? [] {
+                md += "| \(Format.label(run.target)) | \(Format.count(s.rate)) msg/s "
+                md += "| \(Format.count(s.deliveriesPerSecond)) (\(Format.count(s.offeredDeliveriesPerSecond))) "
+                md += "| \(Format.ms(s.latency.p50)) | \(Format.ms(s.latency.p99)) | \(Format.ms(s.latency.p999)) | \(Format.ms(s.latency.max)) "
+                md += "| \(Format.ms(s.publishAck.p99)) | \(s.lost) | \(s.publishErrors) | \(Format.cores(s.cpu.serverCores)) "
+                md += "| \(Format.cores(s.cpu.infraCores)) | \(Format.cores(s.cpu.loadgenCores)) | \(s.bottleneck) | \(s.keptUp ? "kept up" : s.verdict) |\n"
+            }
         }
         md += "\nFilling the group: "
         md += runs.compactMap { run in
@@ -143,6 +149,9 @@ struct MarkdownReport {
             var errors = run.harnessErrors.map { "harness: \($0)" }
             errors += run.connections?.errors ?? []
             errors += run.fanout?.errors ?? []
+            for step in run.fanout?.steps ?? [] where !step.errors.isEmpty {
+                errors.append("at \(Int(step.rate)) msg/s: " + step.errors.prefix(3).joined(separator: "; "))
+            }
             errors += run.unicast?.connectErrors ?? []
             for step in run.unicast?.steps ?? [] where !step.errors.isEmpty {
                 errors.append("at \(Int(step.rate))/s: " + step.errors.prefix(3).joined(separator: "; "))

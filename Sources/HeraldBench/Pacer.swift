@@ -12,6 +12,8 @@ struct PublishReport: Sendable {
     var ack = LatencyHistogram()
     /// How late each request was written against its schedule (the publisher's own lag).
     var lag = LatencyHistogram()
+    /// Whether request k was accepted, by k.
+    var accepted: [Bool] = []
 
     /// Requests written per second over the run.
     var sendRate: Double {
@@ -42,6 +44,7 @@ final class Pacer: @unchecked Sendable {
         let loop = pool.eventLoop
         let done = loop.makePromise(of: PublishReport.self)
         loop.execute {
+            self.report.accepted = [Bool](repeating: false, count: total)
             let start = MonotonicClock.nanos()
             let interval = 1e9 / rate
             loop.scheduleRepeatedTask(initialDelay: .zero, delay: .microseconds(500)) { task in
@@ -52,7 +55,7 @@ final class Pacer: @unchecked Sendable {
                     self.issued += 1
                     let scheduled = start + UInt64(Double(k) * interval)
                     self.pool.send(make(k)).whenComplete { result in
-                        self.record(result, scheduled: scheduled)
+                        self.record(result, k: k, scheduled: scheduled)
                         if self.completed == total { done.succeed(self.report) }
                     }
                 }
@@ -62,7 +65,7 @@ final class Pacer: @unchecked Sendable {
         return (try? await done.futureResult.get()) ?? report
     }
 
-    private func record(_ result: Result<HTTPAnswer, any Error>, scheduled: UInt64) {
+    private func record(_ result: Result<HTTPAnswer, any Error>, k: Int, scheduled: UInt64) {
         completed += 1
         report.attempted += 1
         switch result {
@@ -73,6 +76,7 @@ final class Pacer: @unchecked Sendable {
             report.lag.record(nanos: answer.sentAt > scheduled ? answer.sentAt - scheduled : 0)
             if accepts(answer) {
                 report.ok += 1
+                report.accepted[k] = true
             } else {
                 report.errors += 1
                 if report.errorSamples.count < 5 { report.errorSamples.append("HTTP \(answer.status): \(answer.body.prefix(200))") }

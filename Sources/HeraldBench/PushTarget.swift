@@ -23,31 +23,46 @@ protocol PushTarget: Sendable {
     func accepts(_ answer: HTTPAnswer) -> Bool
 }
 
-/// Herald: one registered system, clients at /ws, the go-websocket API.
+/// Herald: a registered system, clients at /ws, the go-websocket API.
 struct HeraldTarget: PushTarget {
+    /// How the fan-out group is made.
+    enum FanoutVia: String, Sendable {
+        /// `bind_to_group` each member, `send_to_group`: the issue's scenario. Each bind
+        /// announces the newcomer to every member (presence), N² frames to fill the group.
+        case group
+        /// The members are the only clients of their own system and the publisher uses
+        /// `send_to_system`: the same fan-out delivery (one encoded frame pushed to every
+        /// member) without binds, so without presence.
+        case system
+    }
+
     var systemId = "bench"
+    var fanoutSystemId = "bench-fanout"
     var groupName = "fanout"
+    var fanoutVia = FanoutVia.group
     var adminToken: String?
     var keepaliveSeconds = 20.0
 
     var kind: String { "herald" }
     var expectWelcome: Bool { true }
     var unicastPath: String { "/ws?systemId=\(systemId)" }
-    var groupPath: String { unicastPath }
+    var groupPath: String { fanoutVia == .system ? "/ws?systemId=\(fanoutSystemId)" : unicastPath }
 
     func prepare(_ http: HTTPClientPool) async throws {
         var headers: [(String, String)] = []
         if let adminToken { headers.append(("Authorization", "Bearer \(adminToken)")) }
-        let systemId = self.systemId
-        let answer = try await http.send(
-            PublishRequest(path: "/api/register", headers: headers, body: { _ in #"{"systemId":"\#(systemId)"}"# }))
-        // 4090: registered already (a cluster keeps its systems in etcd).
-        guard accepts(answer) || answer.body.contains(#""code":4090"#) else {
-            throw HarnessError("register \(systemId): HTTP \(answer.status) \(answer.body.prefix(300))")
+        for systemId in [systemId, fanoutSystemId] {
+            let answer = try await http.send(
+                PublishRequest(path: "/api/register", headers: headers, body: { _ in #"{"systemId":"\#(systemId)"}"# }))
+            // 4090: registered already (a cluster keeps its systems in etcd).
+            guard accepts(answer) || answer.body.contains(#""code":4090"#) else {
+                throw HarnessError("register \(systemId): HTTP \(answer.status) \(answer.body.prefix(300))")
+            }
         }
     }
 
     func join(clientIds: [String], http: HTTPClientPool, concurrency: Int) async throws -> (joined: Int, errors: [String]) {
+        guard fanoutVia == .group else { return (0, []) }
         let ids = clientIds.filter { !$0.isEmpty }
         let next = Shared(0)
         let outcome = Shared((joined: 0, errors: [String]()))
@@ -82,7 +97,7 @@ struct HeraldTarget: PushTarget {
 
     /// The k-th bind announces the newcomer to all k members, itself included.
     func presenceFrames(joined: Int) -> UInt64 {
-        UInt64(joined) * UInt64(joined + 1) / 2
+        fanoutVia == .group ? UInt64(joined) * UInt64(joined + 1) / 2 : 0
     }
 
     func publish(toClient index: Int, clientIds: [String], data: @escaping @Sendable (UInt64) -> String) -> PublishRequest {
@@ -91,6 +106,11 @@ struct HeraldTarget: PushTarget {
     }
 
     func publishToGroup(data: @escaping @Sendable (UInt64) -> String) -> PublishRequest {
+        if fanoutVia == .system {
+            return PublishRequest(
+                path: "/api/send_to_system", headers: [("SystemId", fanoutSystemId)],
+                body: { #"{"msg":"bench","data":""# + data($0) + #""}"# })
+        }
         let prefix = #"{"groupName":"\#(groupName)","msg":"bench","data":""#
         return PublishRequest(path: "/api/send_to_group", headers: headers, body: { prefix + data($0) + #""}"# })
     }

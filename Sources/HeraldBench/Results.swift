@@ -35,19 +35,29 @@ struct FanoutResult: Codable, Sendable {
     var connected: Int
     var joined: Int
     var joinSeconds: Double
-    /// Frames that were not bench messages (presence, pongs) while the group filled.
+    /// Frames that were neither bench messages nor pongs (Herald: presence) while the group filled.
     var presenceFrames: UInt64
     var presenceSettleSeconds: Double
     var membersOpenAtStart: Int
     var warmup: WarmupResult
+    var steps: [FanoutStep]
+    var peakDeliveriesPerSecond: Double
+    var stopReason: String
+    var errors: [String]
+}
+
+struct FanoutStep: Codable, Sendable {
     var rate: Double
     var seconds: Double
+    var members: Int
     var published: Int
     var publishErrors: Int
     var expectedDeliveries: UInt64
     var received: UInt64
     var lost: UInt64
     var duplicates: UInt64
+    /// Deliveries of messages whose publish failed (e.g. answered after the timeout).
+    var deliveredDespiteError: UInt64
     var outOfOrder: UInt64
     var offeredDeliveriesPerSecond: Double
     var deliveriesPerSecond: Double
@@ -59,6 +69,8 @@ struct FanoutResult: Codable, Sendable {
     var serverCloses: [String: Int]
     var cpu: CPUFigures
     var bottleneck: String
+    var keptUp: Bool
+    var verdict: String
     var errors: [String]
 }
 
@@ -70,6 +82,7 @@ struct UnicastStep: Codable, Sendable {
     var received: UInt64
     var lost: UInt64
     var duplicates: UInt64
+    var deliveredDespiteError: UInt64
     var outOfOrder: UInt64
     var sendRate: Double
     var latency: LatencySummary

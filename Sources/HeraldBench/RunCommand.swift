@@ -21,10 +21,11 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Load-generator worker processes.") var workers = 3
     @Option(help: "Source addresses for the workers' sockets: <prefix>.2, <prefix>.3, …") var sourcePrefix = "127.0.1"
     @Option(help: "Clients (connections: idle clients; fanout: group members; unicast: clients).") var clients: Int
-    @Option(help: "fanout: messages per second to the group.") var rate = 20.0
-    @Option(help: "fanout: seconds of publishing.") var seconds = 10.0
-    @Option(help: "unicast: rates to try, comma-separated, rising.") var rates = "1000,2000,5000,10000"
-    @Option(help: "unicast: seconds per rate.") var stepSeconds = 5.0
+    @Option(help: "fanout: messages per second to the group, one step each, comma-separated, rising.") var fanoutRates = "5,10,20,40"
+    @Option(help: "fanout, Herald: group (bind every member, send_to_group: presence fills the group with N² frames) or system (the members are a system's only clients, send_to_system: no presence).")
+    var fanoutVia = "group"
+    @Option(help: "unicast: messages per second, one step each, comma-separated, rising.") var rates = "1000,2000,5000,10000"
+    @Option(help: "fanout, unicast: seconds of publishing per step.") var stepSeconds = 5.0
     @Option(help: "unicast: p99 limit in ms that ends the ramp.") var p99Limit = 50.0
     @Option(help: "connections: seconds the clients stay open before the RSS is read.") var holdSeconds = 3.0
     @Option(help: "fanout, unicast: seconds of unmeasured publishing at a low rate first.") var warmupSeconds = 2.0
@@ -59,7 +60,9 @@ struct RunCommand: AsyncParsableCommand {
         ]
         switch scenario {
         case .connections: settings["holdSeconds"] = "\(holdSeconds)"
-        case .fanout: settings["rate"] = "\(rate)"; settings["seconds"] = "\(seconds)"; settings["warmupSeconds"] = "\(warmupSeconds)"
+        case .fanout:
+            settings["fanoutRates"] = fanoutRates; settings["stepSeconds"] = "\(stepSeconds)"; settings["warmupSeconds"] = "\(warmupSeconds)"
+            if kind == .herald { settings["fanoutVia"] = fanoutVia }
         case .unicast: settings["rates"] = rates; settings["stepSeconds"] = "\(stepSeconds)"; settings["p99LimitMs"] = "\(p99Limit)"; settings["warmupSeconds"] = "\(warmupSeconds)"
         }
         for pair in setting {
@@ -78,7 +81,9 @@ struct RunCommand: AsyncParsableCommand {
         let target: any PushTarget
         switch kind {
         case .herald:
+            guard let via = HeraldTarget.FanoutVia(rawValue: fanoutVia) else { throw ValidationError("--fanout-via: group or system") }
             var herald = HeraldTarget()
+            herald.fanoutVia = via
             if let file = adminTokenFile {
                 herald.adminToken = try String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
             }
@@ -98,11 +103,12 @@ struct RunCommand: AsyncParsableCommand {
             case .connections:
                 result.connections = try await ConnectionsScenario(clients: clients, holdSeconds: holdSeconds).run(env)
             case .fanout:
-                result.fanout = try await FanoutScenario(members: clients, rate: rate, seconds: seconds, warmupSeconds: warmupSeconds).run(env)
+                result.fanout = try await FanoutScenario(
+                    members: clients, rates: list(fanoutRates), secondsPerStep: stepSeconds, warmupSeconds: warmupSeconds
+                ).run(env)
             case .unicast:
-                let steps = rates.split(separator: ",").compactMap { Double($0) }
                 result.unicast = try await UnicastScenario(
-                    clients: clients, rates: steps, secondsPerStep: stepSeconds, warmupSeconds: warmupSeconds, p99LimitMillis: p99Limit
+                    clients: clients, rates: list(rates), secondsPerStep: stepSeconds, warmupSeconds: warmupSeconds, p99LimitMillis: p99Limit
                 ).run(env)
             }
         } catch {
@@ -112,6 +118,10 @@ struct RunCommand: AsyncParsableCommand {
         }
         await loadgen.stop()
         try? await publisherGroup.shutdownGracefully()
+    }
+
+    private func list(_ text: String) -> [Double] {
+        text.split(separator: ",").compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
     }
 
     private func pids(_ list: String) -> [Int32] {

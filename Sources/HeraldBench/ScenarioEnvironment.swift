@@ -59,10 +59,11 @@ struct ScenarioEnvironment: Sendable {
         let phase = Self.warmupPhase
         let report = await Pacer(pool: http, accepts: target.accepts).run(rate: rate, seconds: seconds) { k in make(phase, k) }
         let expected = UInt64(report.ok) * recipients
-        let received = try await drain(phase: phase, expected: expected, maxSeconds: 30)
+        let received = try await drain(phase: phase, expected: report.errors > 0 ? .max : expected, maxSeconds: 30)
+        let accounting = try await loadgen.phase(phase).account(accepted: report.accepted, recipients: recipients)
         return WarmupResult(
             seconds: seconds, rate: rate, published: report.ok, publishErrors: report.errors, received: received,
-            lost: expected > received ? expected - received : 0)
+            lost: accounting.lost)
     }
 
     static let warmupPhase: UInt32 = 99

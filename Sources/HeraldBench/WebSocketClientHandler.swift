@@ -20,6 +20,7 @@ final class WebSocketClientHandler: ChannelInboundHandler {
     private var pending: ByteBuffer?
     private var fragments: ByteBuffer?
     private var lastSeq: UInt64 = 0
+    private var lastPhase: UInt32 = 0
     private var closeCode: Int?
     private var sawClose = false
     /// Set once `established` is completed, either way.
@@ -169,6 +170,10 @@ final class WebSocketClientHandler: ChannelInboundHandler {
             return
         }
         if let stamp = BenchStamp.find(in: payload) {
+            if stamp.phase != lastPhase {
+                lastPhase = stamp.phase
+                lastSeq = 0
+            }
             let inOrder = stamp.seq > lastSeq
             if inOrder { lastSeq = stamp.seq }
             events.recorder.record(stamp, receivedAt: MonotonicClock.nanos(), inOrder: inOrder)

@@ -60,6 +60,8 @@ struct PhaseReport: Codable, Sendable {
     var firstReceiveNanos: UInt64
     var lastReceiveNanos: UInt64
     var latencyMicros: [[UInt64]]
+    /// Deliveries of each message of the phase, by message number - 1.
+    var perMessage: [UInt32]
 }
 
 enum WorkerRequest: Codable, Sendable {
