@@ -1,32 +1,53 @@
+/// A process the meter watches, by the name the report shows.
+struct WatchedProcess: Sendable {
+    var name: String
+    var pid: Int32
+
+    /// "name=pid" or a bare pid (named after the list and its position).
+    static func list(_ text: String, defaultName: String) -> [WatchedProcess] {
+        text.split(separator: ",").enumerated().compactMap { i, item in
+            let parts = item.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            if parts.count == 2, let pid = Int32(parts[1]) { return WatchedProcess(name: parts[0], pid: pid) }
+            return Int32(parts[0]).map { WatchedProcess(name: "\(defaultName)\(i + 1)", pid: $0) }
+        }
+    }
+}
+
 /// CPU used over a window by the load generator (workers and coordinator), the server
 /// under test, the rest of its stack (Kafka, etcd, ...), and the machine as a whole.
 struct CPUMeter: Sendable {
-    let serverPids: [Int32]
-    let infraPids: [Int32]
+    let server: [WatchedProcess]
+    let infra: [WatchedProcess]
     let loadgen: LoadGenerator
 
     struct Sample: Sendable {
         var wall: UInt64
         var loadgen: UInt64
-        var server: UInt64
-        var infra: UInt64
+        var processes: [String: UInt64]
         var machineBusy: UInt64
     }
 
     func sample() async throws -> Sample {
         let workers = try await loadgen.cpuNanos()
+        var processes: [String: UInt64] = [:]
+        for process in server + infra {
+            processes[process.name] = ProcFS.cpuNanos(pid: process.pid) ?? 0
+        }
         return Sample(
-            wall: MonotonicClock.nanos(), loadgen: workers + OwnCPU.nanos(),
-            server: serverPids.compactMap(ProcFS.cpuNanos(pid:)).reduce(0, +),
-            infra: infraPids.compactMap(ProcFS.cpuNanos(pid:)).reduce(0, +), machineBusy: ProcFS.machineCPU().busy)
+            wall: MonotonicClock.nanos(), loadgen: workers + OwnCPU.nanos(), processes: processes,
+            machineBusy: ProcFS.machineCPU().busy)
     }
 
     func figures(from a: Sample, to b: Sample) -> CPUFigures {
         let seconds = Double(b.wall &- a.wall) / 1e9
         func cores(_ x: UInt64, _ y: UInt64) -> Double { seconds > 0 && y >= x ? Double(y - x) / 1e9 / seconds : 0 }
+        var byProcess: [String: Double] = [:]
+        for (name, end) in b.processes { byProcess[name] = cores(a.processes[name] ?? end, end) }
+        let serverCores = server.reduce(0) { $0 + (byProcess[$1.name] ?? 0) }
+        let infraCores = infra.reduce(0) { $0 + (byProcess[$1.name] ?? 0) }
         return CPUFigures(
-            seconds: seconds, loadgenCores: cores(a.loadgen, b.loadgen), serverCores: cores(a.server, b.server),
-            infraCores: cores(a.infra, b.infra), machineCores: cores(a.machineBusy, b.machineBusy), cores: ProcFS.cores)
+            seconds: seconds, loadgenCores: cores(a.loadgen, b.loadgen), serverCores: serverCores, infraCores: infraCores,
+            machineCores: cores(a.machineBusy, b.machineBusy), cores: ProcFS.cores, byProcess: byProcess)
     }
 }
 
@@ -40,25 +61,33 @@ struct CPUFigures: Codable, Sendable {
     /// Busy time of the whole machine.
     var machineCores: Double
     var cores: Int
+    /// Each watched server and infrastructure process.
+    var byProcess: [String: Double]
 
-    /// Who limits this figure. A publisher behind its schedule: the server, when its slow
-    /// answers kept every publisher connection busy (rate × mean answer time near the pool
-    /// size), else the load generator. Otherwise, when the machine is saturated, the side
-    /// using more CPU; when it is not, neither is CPU-bound (the figure is the offered load,
-    /// or the limit is latency, locks or I/O).
-    func bottleneck(publisher: PublishReport? = nil, rate: Double = 0, connections: Int = 0) -> String {
+    /// Whatever else ran on the machine meanwhile (other people's builds and tests, the kernel's
+    /// own threads), as far as the figures tell.
+    var otherCores: Double { max(0, machineCores - loadgenCores - serverCores - infraCores) }
+
+    /// Who limits this figure. A publisher behind its schedule: the server, when requests had
+    /// to wait for one of the publisher's connections (all busy waiting for answers), else
+    /// the load generator. Otherwise, when the machine is saturated, the side using more
+    /// CPU; when it is not, neither is CPU-bound (the figure is the offered load, or the
+    /// limit is latency, locks or I/O).
+    func bottleneck(publisher: PublishReport? = nil, connections: Int = 0) -> String {
         let saturated = machineCores >= 0.85 * Double(cores)
+        var note = ""
+        if otherCores > 0.25 { note = String(format: "; other processes used %.2f cores", otherCores) }
         if let publisher, publisher.lag.millis(atPercentile: 99) > 5 {
             let lag = String(format: "%.0f", publisher.lag.millis(atPercentile: 99))
-            let inFlight = rate * publisher.ack.summary.mean / 1000
-            if inFlight >= 0.8 * Double(connections) {
-                return "server (slow publish answers held all \(connections) publisher connections; publisher \(lag) ms behind at p99)"
+            if publisher.waitedForConnection * 100 > publisher.attempted {
+                return "server (slow answers kept all \(connections) publisher connections busy: "
+                    + "\(publisher.waitedForConnection) of \(publisher.attempted) sends waited; publisher \(lag) ms behind at p99)" + note
             }
             if !saturated || loadgenCores >= serverCores + infraCores {
-                return "load generator (publisher \(lag) ms behind schedule at p99)"
+                return "load generator (publisher \(lag) ms behind schedule at p99)" + note
             }
         }
-        guard saturated else { return "none (CPU not saturated)" }
-        return loadgenCores >= serverCores + infraCores ? "load generator (CPU)" : "server (CPU)"
+        guard saturated else { return "none (CPU not saturated)" + note }
+        return (loadgenCores >= serverCores + infraCores ? "load generator (CPU)" : "server (CPU)") + note
     }
 }

@@ -38,6 +38,9 @@ final class HTTPClientPool: @unchecked Sendable {
         self.requestTimeout = requestTimeout
     }
 
+    /// No idle connection and no room for another: a new request would wait. On the event loop only.
+    var allBusy: Bool { idle.isEmpty && open >= maxConnections }
+
     /// Callable from any thread.
     func send(_ request: PublishRequest) -> EventLoopFuture<HTTPAnswer> {
         let promise = eventLoop.makePromise(of: HTTPAnswer.self)

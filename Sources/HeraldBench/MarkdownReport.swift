@@ -146,6 +146,13 @@ struct MarkdownReport {
     private func notes(_ runs: [ScenarioRun]) -> String {
         var md = ""
         for run in runs {
+            // Where the CPU went at the last (heaviest) step.
+            let last = run.unicast?.steps.last.map { ($0.rate, $0.cpu, "msg/s") } ?? run.fanout?.steps.last.map { ($0.rate, $0.cpu, "msg/s to the group") }
+            if let (rate, cpu, unit) = last, cpu.byProcess.count > 1 {
+                let parts = cpu.byProcess.sorted { $0.value > $1.value }.map { "\($0.key) \(Format.cores($0.value))" }
+                md += "\n\(Format.label(run.target)) CPU by process at \(Format.count(rate)) \(unit): " + parts.joined(separator: ", ")
+                md += ", load generator \(Format.cores(cpu.loadgenCores)), other \(Format.cores(cpu.otherCores)) (cores).\n"
+            }
             var errors = run.harnessErrors.map { "harness: \($0)" }
             errors += run.connections?.errors ?? []
             errors += run.fanout?.errors ?? []

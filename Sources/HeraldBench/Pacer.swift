@@ -12,6 +12,8 @@ struct PublishReport: Sendable {
     var ack = LatencyHistogram()
     /// How late each request was written against its schedule (the publisher's own lag).
     var lag = LatencyHistogram()
+    /// Requests that found every publisher connection busy and waited for one.
+    var waitedForConnection = 0
     /// Whether request k was accepted, by k.
     var accepted: [Bool] = []
 
@@ -54,6 +56,7 @@ final class Pacer: @unchecked Sendable {
                     let k = self.issued
                     self.issued += 1
                     let scheduled = start + UInt64(Double(k) * interval)
+                    if self.pool.allBusy { self.report.waitedForConnection += 1 }
                     self.pool.send(make(k)).whenComplete { result in
                         self.record(result, k: k, scheduled: scheduled)
                         if self.completed == total { done.succeed(self.report) }

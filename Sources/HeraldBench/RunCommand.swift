@@ -15,8 +15,8 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "Name in the report, e.g. herald-standalone.") var targetName: String
     @Option(help: "Where clients connect, host:port, comma-separated (clients spread round-robin).") var clientsAt: String
     @Option(help: "Where the publisher posts, host:port.") var publishTo: String
-    @Option(help: "PIDs of the server processes (RSS and CPU), comma-separated.") var serverPid: String
-    @Option(help: "PIDs of the server's infrastructure (CPU only), comma-separated.") var infraPid: String = ""
+    @Option(help: "The server's processes (RSS and CPU): pid or name=pid, comma-separated.") var serverPid: String
+    @Option(help: "The server's infrastructure (CPU only): pid or name=pid, comma-separated.") var infraPid: String = ""
     @Option(help: "File holding the admin token (Herald cluster: /api/register needs it).") var adminTokenFile: String?
     @Option(help: "Load-generator worker processes.") var workers = 3
     @Option(help: "Source addresses for the workers' sockets: <prefix>.2, <prefix>.3, …") var sourcePrefix = "127.0.1"
@@ -30,7 +30,7 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "connections: seconds the clients stay open before the RSS is read.") var holdSeconds = 3.0
     @Option(help: "fanout, unicast: seconds of unmeasured publishing at a low rate first.") var warmupSeconds = 2.0
     @Option(help: "Length of each message's data string.") var payloadBytes = 100
-    @Option(help: "Publisher keep-alive HTTP connections.") var publisherConnections = 64
+    @Option(help: "Publisher keep-alive HTTP connections.") var publisherConnections = 256
     @Option(help: "Connects in flight at once (over all workers).") var connectConcurrency = 192
     @Option(help: "A setting to record with the results, key=value (repeatable).") var setting: [String] = []
     @Option(help: "Where to write the JSON results.") var out: String
@@ -96,7 +96,7 @@ struct RunCommand: AsyncParsableCommand {
         let publisherGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let env = ScenarioEnvironment(
             targetName: targetName, target: target, clientEndpoints: endpoints, publishEndpoint: publishEndpoint,
-            serverPids: pids(serverPid), infraPids: pids(infraPid), loadgen: loadgen, publisherLoop: publisherGroup.next(),
+            server: WatchedProcess.list(serverPid, defaultName: "server"), infra: WatchedProcess.list(infraPid, defaultName: "infra"), loadgen: loadgen, publisherLoop: publisherGroup.next(),
             publisherConnections: publisherConnections, connectConcurrency: connectConcurrency, payloadBytes: payloadBytes)
         do {
             switch scenario {
@@ -124,7 +124,4 @@ struct RunCommand: AsyncParsableCommand {
         text.split(separator: ",").compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
     }
 
-    private func pids(_ list: String) -> [Int32] {
-        list.split(separator: ",").compactMap { Int32($0.trimmingCharacters(in: .whitespaces)) }
-    }
 }

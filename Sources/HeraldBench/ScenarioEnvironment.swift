@@ -7,21 +7,21 @@ struct ScenarioEnvironment: Sendable {
     var target: any PushTarget
     var clientEndpoints: [Endpoint]
     var publishEndpoint: Endpoint
-    var serverPids: [Int32]
-    var infraPids: [Int32]
+    var server: [WatchedProcess]
+    var infra: [WatchedProcess]
     var loadgen: LoadGenerator
     var publisherLoop: any EventLoop
     var publisherConnections: Int
     var connectConcurrency: Int
     var payloadBytes: Int
 
-    var meter: CPUMeter { CPUMeter(serverPids: serverPids, infraPids: infraPids, loadgen: loadgen) }
+    var meter: CPUMeter { CPUMeter(server: server, infra: infra, loadgen: loadgen) }
 
     func httpPool(connections: Int? = nil) -> HTTPClientPool {
         HTTPClientPool(eventLoop: publisherLoop, endpoint: publishEndpoint, maxConnections: connections ?? publisherConnections)
     }
 
-    var serverRSS: UInt64 { serverPids.compactMap(ProcFS.rssBytes(pid:)).reduce(0, +) }
+    var serverRSS: UInt64 { server.compactMap { ProcFS.rssBytes(pid: $0.pid) }.reduce(0, +) }
 
     /// The data of message `seq` in `phase`: its stamp, padded to the payload size.
     func data(phase: UInt32, seq: UInt64) -> @Sendable (UInt64) -> String {
