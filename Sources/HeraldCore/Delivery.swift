@@ -6,15 +6,18 @@ public final class Delivery: Sendable {
     private let registry: ConnectionRegistry
     private let membership: any Membership
     private let trace: any TraceRecorder
+    private let presence: Bool
     /// Presence announcements, published one at a time so members hear them in order.
     private let announcements: AsyncStream<BusMessage>.Continuation
     private let pendingAnnouncements: AsyncStream<BusMessage>
     private let announcing = Mutex(false)
 
-    public init(registry: ConnectionRegistry, membership: any Membership, trace: any TraceRecorder) {
+    /// `presence` false: no 1001/1002 frames when members join or leave a group.
+    public init(registry: ConnectionRegistry, membership: any Membership, trace: any TraceRecorder, presence: Bool = true) {
         self.registry = registry
         self.membership = membership
         self.trace = trace
+        self.presence = presence
         (pendingAnnouncements, announcements) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(10_000))
     }
 
@@ -118,7 +121,7 @@ public final class Delivery: Sendable {
 
     /// Tells a group's members, on every node, that someone joined or left.
     public func announce(_ event: PresenceEvent, _ change: ConnectionRegistry.Change) {
-        guard change.changed else { return }
+        guard presence, change.changed else { return }
         let message = BusMessage(
             messageId: "", systemId: change.systemId, target: .group(change.group), body: .presence(event, change.info),
             acceptedAt: Clock.nowMillis(), acceptedBy: identity.nodeId)

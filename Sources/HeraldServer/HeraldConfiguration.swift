@@ -20,6 +20,8 @@ public struct HeraldConfiguration: Sendable {
     public var idleTimeout: Double = 60
     /// API calls a second per system; 0 turns the limit off.
     public var rateLimit = 0
+    /// Presence frames (1001 joined, 1002 left) to a group's members; filling a group of N costs N² frames.
+    public var groupPresence = true
     public var journalCapacity = 100_000
     public var traceCapacity = 100_000
     /// How long shutdown waits for clients to take their 1001 close.

@@ -41,7 +41,7 @@ final class HeraldNodeServices: Sendable {
             let cluster = try ClusterFabric(settings: configuration.clusterSettings, codec: codec, logger: logger)
             trace = cluster.trace
             membership = cluster.membership
-            delivery = Delivery(registry: registry, membership: membership, trace: trace)
+            delivery = Delivery(registry: registry, membership: membership, trace: trace, presence: configuration.groupPresence)
             bus = cluster.bus
             presence = cluster.presence(local: LocalPresence(registry: registry, membership: membership))
             self.cluster = cluster
@@ -52,7 +52,7 @@ final class HeraldNodeServices: Sendable {
             let nodeId = configuration.nodeId ?? "standalone-\(configuration.advertisedAddress)"
             membership = StandaloneMembership(nodeId: nodeId, address: configuration.advertisedAddress)
             let journal = MessageJournal(capacity: configuration.journalCapacity)
-            delivery = Delivery(registry: registry, membership: membership, trace: trace)
+            delivery = Delivery(registry: registry, membership: membership, trace: trace, presence: configuration.groupPresence)
             bus = LocalBus(journal: journal, delivery: delivery, slot: membership.local.slot)
             presence = LocalPresence(registry: registry, membership: membership)
             self.cluster = nil

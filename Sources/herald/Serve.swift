@@ -71,6 +71,11 @@ struct Serve: AsyncParsableCommand {
         "API calls a second per system; 0 is off.", "rate-limit", default: defaults.rateLimit))
     var rateLimit: Int?
 
+    @Option(name: .customLong("group-presence"), help: help(
+        "Send members of a group 1001/1002 frames when others join or leave (true or false); every node of a cluster must agree.",
+        "group-presence", default: "true"))
+    var groupPresence: Bool?
+
     @Option(name: .customLong("journal-capacity"), help: help(
         "Messages the standalone journal keeps for replay.", "journal-capacity", default: defaults.journalCapacity))
     var journalCapacity: Int?
@@ -138,7 +143,7 @@ struct Serve: AsyncParsableCommand {
             "dev": dev ? true : nil, "host": host, "port": port, "advertise": advertise, "node-id": nodeId,
             "admin-token": adminToken, "client-id-key": clientIdKey, "max-body-bytes": maxBodyBytes,
             "max-frame-bytes": maxFrameBytes, "outbound-queue": outboundQueue, "ping-interval": pingInterval,
-            "idle-timeout": idleTimeout, "rate-limit": rateLimit, "journal-capacity": journalCapacity,
+            "idle-timeout": idleTimeout, "rate-limit": rateLimit, "group-presence": groupPresence, "journal-capacity": journalCapacity,
             "trace-capacity": traceCapacity, "shutdown-grace": shutdownGrace, "log-level": logLevel,
             "kafka": kafka, "etcd": etcd, "lease-ttl": leaseTTL, "produce-timeout": produceTimeout,
             "unicast-partitions": unicastPartitions, "broadcast-partitions": broadcastPartitions,
@@ -199,6 +204,7 @@ struct Serve: AsyncParsableCommand {
         c.pingInterval = try settings.double("ping-interval", default: c.pingInterval)
         c.idleTimeout = try settings.double("idle-timeout", default: c.idleTimeout)
         c.rateLimit = try settings.int("rate-limit", default: c.rateLimit)
+        c.groupPresence = try settings.bool("group-presence", default: c.groupPresence)
         c.journalCapacity = try settings.int("journal-capacity", default: c.journalCapacity)
         c.traceCapacity = try settings.int("trace-capacity", default: c.traceCapacity)
         c.shutdownGrace = try settings.double("shutdown-grace", default: c.shutdownGrace)

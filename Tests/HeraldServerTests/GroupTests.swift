@@ -215,3 +215,26 @@ struct GroupTests {
         try await expectStillServing(sys)
     }
 }
+
+@Suite("Group presence off (--group-presence false)", .herald(["--group-presence", "false"]))
+struct GroupPresenceOffTests {
+    var server: HeraldInstance { get throws { try SharedHerald.get() } }
+
+    @Test("members hear no 1001/1002 when others join or leave, and still get group sends")
+    func noPresenceFrames() async throws {
+        let sys = try await server.api.registerSystem()
+        let a = try await sys.connect()
+        let b = try await sys.connect()
+        defer { Task { try? await a.ws.close() } }
+        let g = unique("quiet")
+        try await sys.bind(a.clientId, group: g)
+        try await sys.bind(b.clientId, group: g)
+        try await sys.ok("unbind_from_group", ["clientId": .string(b.clientId), "groupName": .string(g)])
+        await b.ws.abort()
+        let m = try await sys.ok("send_to_group", ["groupName": .string(g), "msg": "hi"])["messageId"]?.string
+        // The first frame a gets after its welcome is the group send: no presence before it.
+        let f = try await a.ws.nextJSON()
+        #expect(f["messageId"]?.string == m, "expected the group send first, got \(f)")
+        #expect(f["code"]?.int != 1001 && f["code"]?.int != 1002)
+    }
+}
