@@ -40,6 +40,8 @@ struct HeraldTarget: PushTarget {
     var fanoutSystemId = "bench-fanout"
     var groupName = "fanout"
     var fanoutVia = FanoutVia.group
+    /// The server announces joins to members (`--group-presence true`, its default).
+    var presence = true
     var adminToken: String?
     var keepaliveSeconds = 20.0
 
@@ -97,7 +99,7 @@ struct HeraldTarget: PushTarget {
 
     /// The k-th bind announces the newcomer to all k members, itself included.
     func presenceFrames(joined: Int) -> UInt64 {
-        fanoutVia == .group ? UInt64(joined) * UInt64(joined + 1) / 2 : 0
+        fanoutVia == .group && presence ? UInt64(joined) * UInt64(joined + 1) / 2 : 0
     }
 
     func publish(toClient index: Int, clientIds: [String], data: @escaping @Sendable (UInt64) -> String) -> PublishRequest {

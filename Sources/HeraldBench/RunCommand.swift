@@ -24,6 +24,8 @@ struct RunCommand: AsyncParsableCommand {
     @Option(help: "fanout: messages per second to the group, one step each, comma-separated, rising.") var fanoutRates = "5,10,20,40"
     @Option(help: "fanout, Herald: group (bind every member, send_to_group: presence fills the group with N² frames) or system (the members are a system's only clients, send_to_system: no presence).")
     var fanoutVia = "group"
+    @Option(help: "Herald: whether the server announces joins to group members (its --group-presence), so the bench waits for those frames.")
+    var presence = true
     @Option(help: "unicast: messages per second, one step each, comma-separated, rising.") var rates = "1000,2000,5000,10000"
     @Option(help: "fanout, unicast: seconds of publishing per step.") var stepSeconds = 5.0
     @Option(help: "unicast: p99 limit in ms that ends the ramp.") var p99Limit = 50.0
@@ -62,7 +64,7 @@ struct RunCommand: AsyncParsableCommand {
         case .connections: settings["holdSeconds"] = "\(holdSeconds)"
         case .fanout:
             settings["fanoutRates"] = fanoutRates; settings["stepSeconds"] = "\(stepSeconds)"; settings["warmupSeconds"] = "\(warmupSeconds)"
-            if kind == .herald { settings["fanoutVia"] = fanoutVia }
+            if kind == .herald { settings["fanoutVia"] = fanoutVia; settings["presence"] = "\(presence)" }
         case .unicast: settings["rates"] = rates; settings["stepSeconds"] = "\(stepSeconds)"; settings["p99LimitMs"] = "\(p99Limit)"; settings["warmupSeconds"] = "\(warmupSeconds)"
         }
         for pair in setting {
@@ -84,6 +86,7 @@ struct RunCommand: AsyncParsableCommand {
             guard let via = HeraldTarget.FanoutVia(rawValue: fanoutVia) else { throw ValidationError("--fanout-via: group or system") }
             var herald = HeraldTarget()
             herald.fanoutVia = via
+            herald.presence = presence
             if let file = adminTokenFile {
                 herald.adminToken = try String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
             }
