@@ -68,16 +68,16 @@ struct CPUFigures: Codable, Sendable {
     /// own threads), as far as the figures tell.
     var otherCores: Double { max(0, machineCores - loadgenCores - serverCores - infraCores) }
 
-    /// Who limits this figure. A publisher behind its schedule: the server, when requests had
-    /// to wait for one of the publisher's connections (all busy waiting for answers), else
-    /// the load generator. Otherwise, when the machine is saturated, the side using more
-    /// CPU; when it is not, neither is CPU-bound (the figure is the offered load, or the
-    /// limit is latency, locks or I/O).
-    func bottleneck(publisher: PublishReport? = nil, connections: Int = 0) -> String {
+    /// Who limits this figure. A publisher that could not keep its rate (under 95%): the
+    /// server, when requests had to wait for one of the publisher's connections (all busy
+    /// waiting for answers), else the load generator. Otherwise, when the machine is
+    /// saturated, the side using more CPU; when it is not, neither is CPU-bound (the figure
+    /// is the offered load, or the limit is latency, locks or I/O).
+    func bottleneck(publisher: PublishReport? = nil, rate: Double = 0, connections: Int = 0) -> String {
         let saturated = machineCores >= 0.85 * Double(cores)
         var note = ""
         if otherCores > 0.25 { note = String(format: "; other processes used %.2f cores", otherCores) }
-        if let publisher, publisher.lag.millis(atPercentile: 99) > 5 {
+        if let publisher, publisher.sendRate < 0.95 * rate {
             let lag = String(format: "%.0f", publisher.lag.millis(atPercentile: 99))
             if publisher.waitedForConnection * 100 > publisher.attempted {
                 return "server (slow answers kept all \(connections) publisher connections busy: "

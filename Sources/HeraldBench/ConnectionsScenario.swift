@@ -9,6 +9,7 @@ struct ConnectionsScenario: Sendable {
         try await env.target.prepare(http)
         try await ScenarioEnvironment.sleep(1)
         let rssBefore = env.serverRSS
+        let pssBefore = env.serverPSS
         let meter = env.meter
         let before = try await meter.sample()
         let connected = try await env.loadgen.connect(
@@ -18,6 +19,7 @@ struct ConnectionsScenario: Sendable {
         let after = try await meter.sample()
         try await ScenarioEnvironment.sleep(holdSeconds)
         let rssAfter = env.serverRSS
+        let pssAfter = env.serverPSS
         let stats = try await env.loadgen.stats()
         let loadgenRSS = try await env.loadgen.rssBytes()
         try await env.loadgen.closeAll()
@@ -32,6 +34,7 @@ struct ConnectionsScenario: Sendable {
             clients: clients, connected: connected.connected, failed: connected.failed, connectSeconds: connected.seconds,
             connectRate: connected.rate, serverRSSBeforeBytes: rssBefore, serverRSSAfterBytes: rssAfter,
             rssPerConnectionBytes: connected.connected > 0 ? (Double(rssAfter) - Double(rssBefore)) / Double(connected.connected) : 0,
+            pssPerConnectionBytes: connected.connected > 0 ? (Double(pssAfter) - Double(pssBefore)) / Double(connected.connected) : 0,
             loadgenRSSBytes: loadgenRSS, serverCloses: stats.serverCloses, connectLatency: connected.latency.summary,
             cdf: connected.latency.cdf, cpu: cpu, bottleneck: cpu.bottleneck(), errors: errors)
     }

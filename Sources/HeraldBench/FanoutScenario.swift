@@ -117,7 +117,7 @@ struct FanoutScenario: Sendable {
             offeredDeliveriesPerSecond: offered, deliveriesPerSecond: deliveriesPerSecond, sendRate: report.sendRate,
             latency: received.latency.summary, cdf: received.latency.cdf, publishAck: report.ack.summary,
             publisherLag: report.lag.summary, serverCloses: closes, cpu: cpu,
-            bottleneck: cpu.bottleneck(publisher: report, connections: env.publisherConnections),
+            bottleneck: cpu.bottleneck(publisher: report, rate: rate, connections: env.publisherConnections),
             keptUp: verdict == "ok", verdict: verdict, errors: errors)
     }
 

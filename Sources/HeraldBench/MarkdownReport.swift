@@ -40,13 +40,13 @@ struct MarkdownReport {
         let runs = runs("connections")
         guard !runs.isEmpty else { return "" }
         var md = "## 1. Connections (idle WebSocket clients)\n\n"
-        md += "| server | connected | connect rate | connect p50 / p99 | server RSS before → after | RSS per connection | server CPU | infra CPU | load-gen CPU | bottleneck |\n"
-        md += "|---|---|---|---|---|---|---|---|---|---|\n"
+        md += "| server | connected | connect rate | connect p50 / p99 | server RSS before → after | RSS per connection | PSS per connection | server CPU | infra CPU | load-gen CPU | bottleneck |\n"
+        md += "|---|---|---|---|---|---|---|---|---|---|---|\n"
         for run in runs {
-            guard let c = run.connections else { md += failedRow(run, columns: 9); continue }
+            guard let c = run.connections else { md += failedRow(run, columns: 10); continue }
             md += "| \(Format.label(run.target)) | \(c.connected) / \(c.clients) | \(Format.count(c.connectRate))/s "
             md += "| \(Format.ms(c.connectLatency.p50)) / \(Format.ms(c.connectLatency.p99)) "
-            md += "| \(Format.mib(c.serverRSSBeforeBytes)) → \(Format.mib(c.serverRSSAfterBytes)) | \(Format.kib(c.rssPerConnectionBytes)) "
+            md += "| \(Format.mib(c.serverRSSBeforeBytes)) → \(Format.mib(c.serverRSSAfterBytes)) | \(Format.kib(c.rssPerConnectionBytes)) | \(Format.kib(c.pssPerConnectionBytes)) "
             md += "| \(Format.cores(c.cpu.serverCores)) | \(Format.cores(c.cpu.infraCores)) | \(Format.cores(c.cpu.loadgenCores)) | \(c.bottleneck) |\n"
         }
         return md + notes(runs) + "\n"

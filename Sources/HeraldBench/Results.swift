@@ -20,6 +20,8 @@ struct ConnectionsResult: Codable, Sendable {
     var serverRSSBeforeBytes: UInt64
     var serverRSSAfterBytes: UInt64
     var rssPerConnectionBytes: Double
+    /// The same from PSS: shared pages counted once over the server's processes.
+    var pssPerConnectionBytes: Double
     var loadgenRSSBytes: UInt64
     /// Clients the server closed while they were held open.
     var serverCloses: [String: Int]

@@ -22,6 +22,7 @@ struct ScenarioEnvironment: Sendable {
     }
 
     var serverRSS: UInt64 { server.compactMap { ProcFS.rssBytes(pid: $0.pid) }.reduce(0, +) }
+    var serverPSS: UInt64 { server.compactMap { ProcFS.pssBytes(pid: $0.pid) }.reduce(0, +) }
 
     /// The data of message `seq` in `phase`: its stamp, padded to the payload size.
     func data(phase: UInt32, seq: UInt64) -> @Sendable (UInt64) -> String {

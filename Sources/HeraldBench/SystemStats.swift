@@ -47,6 +47,18 @@ enum ProcFS {
         return nil
     }
 
+    /// Proportional set size from /proc/<pid>/smaps_rollup, in bytes: shared pages (nginx's
+    /// shared memory, say) divided among the processes that map them.
+    static func pssBytes(pid: Int32) -> UInt64? {
+        guard let rollup = read("/proc/\(pid)/smaps_rollup") else { return nil }
+        for line in rollup.split(separator: "\n") where line.hasPrefix("Pss:") {
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 2, let kib = UInt64(fields[1]) else { return nil }
+            return kib * 1024
+        }
+        return nil
+    }
+
     /// utime + stime of a process from /proc/<pid>/stat, in nanoseconds.
     static func cpuNanos(pid: Int32) -> UInt64? {
         guard let stat = read("/proc/\(pid)/stat"), let close = stat.lastIndex(of: ")") else { return nil }

@@ -104,7 +104,7 @@ struct UnicastScenario: Sendable {
             lost: lost, duplicates: accounting.duplicates, deliveredDespiteError: accounting.deliveredDespiteError,
             outOfOrder: received.outOfOrder, sendRate: report.sendRate, latency: latency, cdf: received.latency.cdf,
             publishAck: report.ack.summary, publisherLag: report.lag.summary, serverCloses: closes, cpu: cpu,
-            bottleneck: cpu.bottleneck(publisher: report, connections: env.publisherConnections), passed: verdict == "ok",
+            bottleneck: cpu.bottleneck(publisher: report, rate: rate, connections: env.publisherConnections), passed: verdict == "ok",
             verdict: verdict, errors: errors)
     }
 }
