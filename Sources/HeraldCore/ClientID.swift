@@ -105,13 +105,13 @@ public struct ClientIDCodec: Sendable {
         let address = Data(id.address.utf8.prefix(Self.maxAddressBytes))
         plain.append(UInt8(address.count))
         plain.append(address)
-        return Data(sealBytes(plain)).base64URLEncodedString()
+        return Base64URL.encode(sealBytes(plain))
     }
 
     public func open(_ text: String) throws(HeraldError) -> ClientID {
         // Only the one spelling we issue opens: no padding, no other alphabet, no stray low bits.
-        guard text.utf8.count <= Self.maxEncodedLength, let raw = Data(base64URLEncoded: text),
-            raw.base64URLEncodedString() == text, let plain = openBytes(raw)
+        guard text.utf8.count <= Self.maxEncodedLength, let raw = Base64URL.decode(text),
+            let plain = openBytes(Data(raw))
         else { throw .badClientID }
         var reader = ByteReader(plain)
         guard let slot: UInt32 = reader.read(), let epoch: UInt64 = reader.read(),
@@ -153,13 +153,6 @@ extension Data {
         if remainder == 1 { return nil }
         if remainder > 0 { base64 += String(repeating: "=", count: 4 - remainder) }
         self.init(base64Encoded: base64)
-    }
-
-    func base64URLEncodedString() -> String {
-        base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-")
-            .replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
     }
 
     mutating func appendBigEndian<T: FixedWidthInteger>(_ value: T) {

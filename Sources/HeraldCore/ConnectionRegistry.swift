@@ -5,8 +5,35 @@ import Synchronization
 /// falls behind).
 public protocol ClientSink: AnyObject, Sendable {
     /// Queues a frame; answers false if the client is closed or was just closed for falling behind.
-    @discardableResult func push(_ frame: String) -> Bool
+    @discardableResult func push(_ frame: OutboundFrame) -> Bool
     func close(code: UInt16, reason: String)
+}
+
+extension ClientSink {
+    @discardableResult public func push(_ text: String) -> Bool {
+        push(OutboundFrame(text))
+    }
+}
+
+/// One text frame on its way to one or many clients. Sinks of a group send get the same
+/// instance, so a transport encodes it once (`encoded`) rather than once per member.
+public final class OutboundFrame: Sendable {
+    public let text: String
+    private let cache = Mutex<(any Sendable)?>(nil)
+
+    public init(_ text: String) {
+        self.text = text
+    }
+
+    /// The frame in a transport's form, made by the first caller and kept for the others.
+    public func encoded<Encoded: Sendable>(_ make: (String) -> Encoded) -> Encoded {
+        cache.withLock { cached in
+            if let encoded = cached as? Encoded { return encoded }
+            let encoded = make(text)
+            cached = encoded
+            return encoded
+        }
+    }
 }
 
 /// A group of one system.

@@ -58,7 +58,7 @@ public final class Delivery: Sendable {
         case .group(let name):
             let members = registry.members(of: GroupKey(systemId: message.systemId, name: name))
             if case .presence(let event, let info) = message.body {
-                let frame = FrameEncoding.presence(event, group: name, info: info, at: message.acceptedAt)
+                let frame = OutboundFrame(FrameEncoding.presence(event, group: name, info: info, at: message.acceptedAt))
                 for sink in members { sink.push(frame) }
             } else {
                 fanOut(message, to: members)
@@ -102,7 +102,8 @@ public final class Delivery: Sendable {
 
     private func fanOut(_ message: BusMessage, to sinks: [any ClientSink]) {
         // Encoded once, whatever the number of members.
-        guard let frame = message.pushFrame() else { return }
+        guard let text = message.pushFrame() else { return }
+        let frame = OutboundFrame(text)
         var delivered = 0
         for sink in sinks where sink.push(frame) {
             delivered += 1

@@ -25,6 +25,8 @@ final class HeraldNodeServices: Sendable {
     let idempotency = IdempotencyCache<APIAnswer>()
     let metrics = HeraldMetrics()
     let serials = Atomic<UInt64>(0)
+    /// Where WebSocket sessions queue their frames, one per event loop.
+    let outboxes = LoopOutboxes()
     private let draining = Atomic<Bool>(false)
     private let adminTokenDigest: SHA256.Digest?
 

@@ -7,9 +7,10 @@ import Synchronization
 
 /// One client's WebSocket, driven by SwiftNIO callbacks on its event loop: no task per
 /// connection, so an idle client costs its channel and this object, not a stack of suspended
-/// tasks. Pushes from any thread hop to the event loop and are written in order. A client that
-/// lets more than `limit` frames pile up unwritten is closed with 1013; one that does not take
-/// its close within `closeTimeout` loses its socket.
+/// tasks. Pushes from any thread go through the event loop's `LoopOutbox` and are written in
+/// order. A client is closed with 1013 when more than `limit` frames wait for the event loop,
+/// or when `limit` frames were written while its socket was backed up (NIO's write buffer over
+/// its high-water mark); one that does not take its close within `closeTimeout` loses its socket.
 final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, ClientSink {
     typealias InboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
@@ -28,8 +29,9 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
     private let node: HeraldNodeServices
     private let limit: Int
     private let channel: any Channel
-    /// Frames pushed and not yet handed to the socket; written from any thread.
-    private let unwritten = Atomic<Int>(0)
+    private let outbox: LoopOutbox
+    /// Frames pushed and not yet written into the channel; any thread.
+    private let queued = Atomic<Int>(0)
     /// Set once a close was asked for (by us) or the channel went away; any thread reads it.
     private let closing = Atomic<Bool>(false)
 
@@ -37,6 +39,11 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
     private var context: ChannelHandlerContext?
     private var lastInbound = NIODeadline.now()
     private var lastPing = NIODeadline.now()
+    /// Frames written while the socket was backed up, since it last drained.
+    private var backlog = 0
+    private var closeSent = false
+    /// Written in the outbox's current pass, not yet flushed.
+    private var awaitingFlush = false
     private var registered = false
     private var fragments: ByteBuffer?
     private var fragmentsAreText = false
@@ -48,6 +55,7 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
         self.node = node
         self.limit = node.configuration.outboundQueueLimit
         self.channel = channel
+        self.outbox = node.outboxes.outbox(for: channel.eventLoop)
     }
 
     // MARK: Lifecycle
@@ -58,7 +66,7 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
         lastPing = .now()
         switch admission {
         case .admitted(let systemId, let userId):
-            write(FrameEncoding.welcome(clientId: clientId), context: context)
+            write(OutboundFrame(FrameEncoding.welcome(clientId: clientId)), context: context)
             context.flush()
             node.registry.add(
                 node.registry.makeConnection(serial: serial, clientId: clientId, systemId: systemId, userId: userId, sink: self))
@@ -67,7 +75,7 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
         case .refused(let code, let message):
             node.metrics.refusedConnections.increment()
             node.logger.info("websocket refused", metadata: ["code": "\(code)", "reason": .string(message)])
-            write(FrameEncoding.refusal(code: code, msg: message), context: context)
+            write(OutboundFrame(FrameEncoding.refusal(code: code, msg: message)), context: context)
             // Close reasons must fit a control frame (125 bytes): the detail went in the frame.
             sendClose(code: 1008, reason: code == 4010 ? "unauthorized" : "unknown system", context: context)
         case .goingAway:
@@ -106,18 +114,19 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
     // MARK: ClientSink (any thread)
 
     @discardableResult
-    func push(_ frame: String) -> Bool {
+    func push(_ frame: OutboundFrame) -> Bool {
         guard !closing.load(ordering: .relaxed) else { return false }
-        if unwritten.add(1, ordering: .relaxed).newValue > limit {
-            node.metrics.slowConsumerCloses.increment()
-            close(code: 1013, reason: "client is too slow to keep up")
+        if queued.add(1, ordering: .relaxed).newValue > limit {
+            tooSlow()
             return false
         }
-        onLoop { session, context in
-            session.write(frame, context: context)
-            context.flush()
-        }
+        outbox.enqueue(self, frame)
         return true
+    }
+
+    private func tooSlow() {
+        node.metrics.slowConsumerCloses.increment()
+        close(code: 1013, reason: "client is too slow to keep up")
     }
 
     /// Closes after the frames already pushed; the socket goes `closeTimeout` later at the latest.
@@ -184,9 +193,8 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
     private func received(text buffer: ByteBuffer, context: ChannelHandlerContext) {
         let text = String(buffer: buffer)
         if text == "ping" {
-            guard !closing.load(ordering: .relaxed) else { return }
-            unwritten.add(1, ordering: .relaxed)
-            write("pong", context: context)
+            guard !closeSent else { return }
+            write(OutboundFrame("pong"), context: context)
             context.flush()
         } else if let ack = Self.ack(in: text) {
             node.trace.record(ack, TraceStep(.acked, node: node.membership.local.nodeId, clientId: clientId))
@@ -230,19 +238,43 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
 
     // MARK: Outbound (event loop)
 
-    private func write(_ text: String, context: ChannelHandlerContext) {
-        let frame = WebSocketFrame(fin: true, opcode: .text, data: context.channel.allocator.buffer(string: text))
-        let promise = context.eventLoop.makePromise(of: Void.self)
-        promise.futureResult.whenComplete { result in
-            self.unwritten.subtract(1, ordering: .relaxed)
-            if case .success = result { self.node.metrics.framesSent.increment() }
+    /// Called by the outbox on the event loop: writes one pushed frame. Answers true when the
+    /// session needs a flush at the end of the outbox's pass (the first frame of the pass).
+    func writeQueued(_ frame: OutboundFrame) -> Bool {
+        queued.subtract(1, ordering: .relaxed)
+        guard let context, !closeSent else { return false }
+        write(frame, context: context)
+        if context.channel.isWritable {
+            backlog = 0
+        } else {
+            backlog += 1
+            if backlog > limit {
+                tooSlow()
+                return false
+            }
         }
-        context.write(wrapOutboundOut(frame), promise: promise)
+        defer { awaitingFlush = true }
+        return !awaitingFlush
+    }
+
+    /// The end of an outbox pass.
+    func flushQueued() {
+        awaitingFlush = false
+        context?.flush()
+    }
+
+    private func write(_ frame: OutboundFrame, context: ChannelHandlerContext) {
+        // One buffer per frame, shared by every member of a group send (ByteBuffer is copy-on-write).
+        let payload = frame.encoded { ByteBufferAllocator().buffer(string: $0) }
+        context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: payload)), promise: nil)
+        node.metrics.framesSent.increment()
     }
 
     /// Writes the close frame and drops the socket if the client does not answer in time.
     private func sendClose(code: UInt16, reason longReason: String, context: ChannelHandlerContext) {
         closing.store(true, ordering: .relaxed)
+        guard !closeSent else { return }
+        closeSent = true
         var reason = longReason
         while reason.utf8.count > 123 { reason.removeLast() }
         var buffer = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
@@ -267,6 +299,60 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
             run()
         } else {
             channel.eventLoop.execute(run)
+        }
+    }
+}
+
+/// Frames for the sessions of one event loop, written in one pass per wake-up: a group send to
+/// thousands of clients costs one hop per event loop, not one per client, and each client's
+/// frames of a pass go out with one flush.
+final class LoopOutbox: Sendable {
+    private struct Pending: @unchecked Sendable {
+        var items: [(session: WebSocketSession, frame: OutboundFrame)] = []
+        var scheduled = false
+    }
+
+    private let eventLoop: any EventLoop
+    private let pending = Mutex(Pending())
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    func enqueue(_ session: WebSocketSession, _ frame: OutboundFrame) {
+        let schedule = pending.withLock { pending -> Bool in
+            pending.items.append((session, frame))
+            defer { pending.scheduled = true }
+            return !pending.scheduled
+        }
+        if schedule { eventLoop.execute { self.drain() } }
+    }
+
+    private func drain() {
+        let items = pending.withLock { pending in
+            pending.scheduled = false
+            defer { pending.items.removeAll(keepingCapacity: true) }
+            return pending.items
+        }
+        var toFlush: [WebSocketSession] = []
+        for item in items where item.session.writeQueued(item.frame) {
+            toFlush.append(item.session)
+        }
+        for session in toFlush { session.flushQueued() }
+    }
+}
+
+/// One outbox per event loop, made on first use.
+final class LoopOutboxes: Sendable {
+    private let boxes = Mutex<[ObjectIdentifier: LoopOutbox]>([:])
+
+    func outbox(for eventLoop: any EventLoop) -> LoopOutbox {
+        boxes.withLock { boxes in
+            let key = ObjectIdentifier(eventLoop)
+            if let box = boxes[key] { return box }
+            let box = LoopOutbox(eventLoop: eventLoop)
+            boxes[key] = box
+            return box
         }
     }
 }

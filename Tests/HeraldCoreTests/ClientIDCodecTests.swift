@@ -242,3 +242,36 @@ struct ClientIDCodecTests {
         #expect(codec.openBytes(sealed) == Data())
     }
 }
+
+@Suite("Base64URL")
+struct Base64URLTests {
+    /// Foundation's base64 with the URL alphabet and no padding: the reference.
+    private func reference(_ bytes: [UInt8]) -> String {
+        Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+            .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+    }
+
+    @Test("encode matches Foundation's spelling and decode inverts it, for every length up to 70")
+    func roundTrip() {
+        var generator = SystemRandomNumberGenerator()
+        for length in 0...70 {
+            let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            let text = Base64URL.encode(bytes)
+            #expect(text == reference(bytes), "length \(length)")
+            #expect(Base64URL.decode(text) == bytes, "length \(length)")
+        }
+    }
+
+    @Test("decode refuses every other spelling: padding, the other alphabet, stray bits, bad lengths")
+    func strict() {
+        let canonical = Base64URL.encode([0xFB, 0xFF, 0x01])  // "-_8B"
+        #expect(Base64URL.decode(canonical) == [0xFB, 0xFF, 0x01])
+        #expect(Base64URL.decode("+/8B") == nil, "standard alphabet")
+        #expect(Base64URL.decode("AQ==") == nil, "padding")
+        #expect(Base64URL.decode("AQ") == [0x01])
+        #expect(Base64URL.decode("AR") == nil, "stray low bits")
+        #expect(Base64URL.decode("A") == nil, "length 1 mod 4")
+        #expect(Base64URL.decode("AQ.") == nil)
+        #expect(Base64URL.decode("") == [])
+    }
+}

@@ -20,9 +20,9 @@ final class FakeSink: ClientSink {
     }
 
     @discardableResult
-    func push(_ frame: String) -> Bool {
+    func push(_ frame: OutboundFrame) -> Bool {
         guard accepting else { return false }
-        state.withLock { $0.frames.append(frame) }
+        state.withLock { $0.frames.append(frame.text) }
         return true
     }
 
