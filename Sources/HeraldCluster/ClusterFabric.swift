@@ -28,7 +28,9 @@ public final class ClusterFabric: Sendable {
         let timeout = settings.produceTimeout.components.seconds * 1000 + settings.produceTimeout.components.attoseconds / 1_000_000_000_000_000
         producerConfig["message.timeout.ms"] = String(max(1, timeout))
         producerConfig["acks"] = "all"
-        producerConfig["linger.ms"] = "0"
+        // A millisecond of lingering lets a busy node send many messages per produce request
+        // (one request per message costs the broker far more); an idle one pays 1 ms.
+        producerConfig["linger.ms"] = "1"
         producerConfig["queue.buffering.max.messages"] = "100000"
         producerConfig["enable.idempotence"] = "false"
         let producer = try KafkaProducer(config: producerConfig.merging(settings.kafkaProperties) { $1 }, logger: logger)
@@ -39,7 +41,7 @@ public final class ClusterFabric: Sendable {
             kafka: settings.kafka, logger: logger, unicastTopic: settings.unicastTopic,
             broadcastTopic: settings.broadcastTopic, eventsTopic: settings.eventsTopic)
         self.replay = replay
-        self.trace = KafkaTraceRecorder(producer: producer, replay: replay)
+        self.trace = KafkaTraceRecorder(producer: producer, replay: replay, nodeKey: settings.nodeId)
         self.admin = admin
         self.membership = membership
         self.bus = KafkaBus(producer: producer, settings: settings)

@@ -55,11 +55,14 @@ public struct ClusterReplay: Sendable {
     /// Every recorded step of one message, from every node, in path order; nil if none.
     public func trace(_ messageId: String) async throws -> [TraceStep]? {
         let steps = Mutex<[TraceStep]>([])
+        let decoder = JSONDecoder()
         try await scanner.scan(topics: [eventsTopic]) { record in
-            guard record.key.map({ String(decoding: $0, as: UTF8.self) }) == messageId,
-                let event = try? JSONDecoder().decode(TraceEvent.self, from: Data(record.value))
-            else { return }
-            steps.withLock { $0.append(event.step) }
+            // A record holds one flush's events (an array); older records hold one event each.
+            let value = Data(record.value)
+            let events = (try? decoder.decode([TraceEvent].self, from: value))
+                ?? (try? decoder.decode(TraceEvent.self, from: value)).map { [$0] } ?? []
+            let matching = events.filter { $0.messageId == messageId }.map(\.step)
+            if !matching.isEmpty { steps.withLock { $0.append(contentsOf: matching) } }
         }
         let found = steps.withLock { $0 }
         return found.isEmpty ? nil : TraceStep.inPathOrder(found)
@@ -82,11 +85,15 @@ public final class KafkaTraceRecorder: TraceRecorder {
     private let capacity: Int
     private let buffer = Mutex<[TraceEvent]>([])
     private let dropped = Atomic<Int>(0)
+    /// The records' key: the node that recorded them.
+    private let nodeKey: String
+    static let eventsPerRecord = 500
 
-    init(producer: KafkaProducer, replay: ClusterReplay, capacity: Int = 100_000) {
+    init(producer: KafkaProducer, replay: ClusterReplay, nodeKey: String, capacity: Int = 100_000) {
         self.producer = producer
         self.replay = replay
         self.topic = replay.eventsTopic
+        self.nodeKey = nodeKey
         self.capacity = capacity
     }
 
@@ -122,18 +129,26 @@ public final class KafkaTraceRecorder: TraceRecorder {
             return buffer
         }
         guard !batch.isEmpty else { return }
+        // One record per chunk of a flush, not one per event: three or four events a message
+        // would otherwise triple the broker's load.
         let encoder = JSONEncoder()
-        await withTaskGroup(of: Bool.self) { group in
-            for event in batch {
-                guard let value = try? encoder.encode(event) else { continue }
+        let chunks = stride(from: 0, to: batch.count, by: Self.eventsPerRecord).map {
+            Array(batch[$0..<min($0 + Self.eventsPerRecord, batch.count)])
+        }
+        await withTaskGroup(of: Int.self) { group in
+            for chunk in chunks {
+                guard let value = try? encoder.encode(chunk) else {
+                    dropped.add(chunk.count, ordering: .relaxed)
+                    continue
+                }
                 group.addTask {
-                    (try? await self.producer.send(
-                        topic: self.topic, partition: -1, key: Array(event.messageId.utf8), value: Array(value), headers: []))
-                        != nil
+                    let sent = try? await self.producer.send(
+                        topic: self.topic, partition: -1, key: Array(self.nodeKey.utf8), value: Array(value), headers: [])
+                    return sent == nil ? chunk.count : 0
                 }
             }
-            for await sent in group where !sent {
-                dropped.add(1, ordering: .relaxed)
+            for await lost in group where lost > 0 {
+                dropped.add(lost, ordering: .relaxed)
             }
         }
     }
