@@ -46,7 +46,8 @@ struct CPUMeter: Sendable {
         let serverCores = server.reduce(0) { $0 + (byProcess[$1.name] ?? 0) }
         let infraCores = infra.reduce(0) { $0 + (byProcess[$1.name] ?? 0) }
         return CPUFigures(
-            seconds: seconds, loadgenCores: cores(a.loadgen, b.loadgen), serverCores: serverCores, infraCores: infraCores,
+            seconds: seconds, loadgenCores: cores(a.loadgen, b.loadgen), serverCores: serverCores,
+            infraCores: infraCores,
             machineCores: cores(a.machineBusy, b.machineBusy), cores: ProcFS.cores, byProcess: byProcess)
     }
 }
@@ -81,7 +82,8 @@ struct CPUFigures: Codable, Sendable {
             let lag = String(format: "%.0f", publisher.lag.millis(atPercentile: 99))
             if publisher.waitedForConnection * 100 > publisher.attempted {
                 return "server (slow answers kept all \(connections) publisher connections busy: "
-                    + "\(publisher.waitedForConnection) of \(publisher.attempted) sends waited; publisher \(lag) ms behind at p99)" + note
+                    + "\(publisher.waitedForConnection) of \(publisher.attempted) sends waited; publisher \(lag) ms behind at p99)"
+                    + note
             }
             if !saturated || loadgenCores >= serverCores + infraCores {
                 return "load generator (publisher \(lag) ms behind schedule at p99)" + note

@@ -31,10 +31,13 @@ struct ConnectionsScenario: Sendable {
         if closes > 0 { errors.append("the server closed \(closes) idle clients: \(stats.serverCloses)") }
         let cpu = meter.figures(from: before, to: after)
         return ConnectionsResult(
-            clients: clients, connected: connected.connected, failed: connected.failed, connectSeconds: connected.seconds,
+            clients: clients, connected: connected.connected, failed: connected.failed,
+            connectSeconds: connected.seconds,
             connectRate: connected.rate, serverRSSBeforeBytes: rssBefore, serverRSSAfterBytes: rssAfter,
-            rssPerConnectionBytes: connected.connected > 0 ? (Double(rssAfter) - Double(rssBefore)) / Double(connected.connected) : 0,
-            pssPerConnectionBytes: connected.connected > 0 ? (Double(pssAfter) - Double(pssBefore)) / Double(connected.connected) : 0,
+            rssPerConnectionBytes: connected.connected > 0
+                ? (Double(rssAfter) - Double(rssBefore)) / Double(connected.connected) : 0,
+            pssPerConnectionBytes: connected.connected > 0
+                ? (Double(pssAfter) - Double(pssBefore)) / Double(connected.connected) : 0,
             loadgenRSSBytes: loadgenRSS, serverCloses: stats.serverCloses, connectLatency: connected.latency.summary,
             cdf: connected.latency.cdf, cpu: cpu, bottleneck: cpu.bottleneck(), errors: errors)
     }

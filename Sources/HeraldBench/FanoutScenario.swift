@@ -25,8 +25,10 @@ struct FanoutScenario: Sendable {
         let joinStart = ContinuousClock.now
         // Under the presence storm a bind can take long to answer: its own pool, a long timeout.
         let joinHTTP = HTTPClientPool(
-            eventLoop: env.publisherLoop, endpoint: env.publishEndpoint, maxConnections: joinConcurrency, requestTimeout: .seconds(120))
-        let join = try await env.target.join(clientIds: connected.clientIds, http: joinHTTP, concurrency: joinConcurrency)
+            eventLoop: env.publisherLoop, endpoint: env.publishEndpoint, maxConnections: joinConcurrency,
+            requestTimeout: .seconds(120))
+        let join = try await env.target.join(
+            clientIds: connected.clientIds, http: joinHTTP, concurrency: joinConcurrency)
         _ = try? await joinHTTP.shutdown().get()
         let joinSeconds = (ContinuousClock.now - joinStart).seconds
         errors += join.errors
@@ -37,11 +39,13 @@ struct FanoutScenario: Sendable {
         let before = try await env.loadgen.stats()
         let membersOpen = before.open
         if membersOpen < connected.connected {
-            errors.append("\(connected.connected - membersOpen) members were closed before publishing: \(before.serverCloses)")
+            errors.append(
+                "\(connected.connected - membersOpen) members were closed before publishing: \(before.serverCloses)")
         }
         let target = env.target
         let warmup = try await env.warmup(
-            http, rate: min(rates.first ?? 5, 5), seconds: membersOpen > 0 ? warmupSeconds : 0, recipients: UInt64(membersOpen)
+            http, rate: min(rates.first ?? 5, 5), seconds: membersOpen > 0 ? warmupSeconds : 0,
+            recipients: UInt64(membersOpen)
         ) { phase, k in
             target.publishToGroup(data: env.data(phase: phase, seq: UInt64(phase) << 32 | UInt64(k + 1)))
         }
@@ -60,18 +64,22 @@ struct FanoutScenario: Sendable {
         _ = try? await http.shutdown().get()
         return FanoutResult(
             members: members, connected: connected.connected, joined: join.joined, joinSeconds: joinSeconds,
-            presenceFrames: presence, presenceSettleSeconds: settleSeconds, membersOpenAtStart: membersOpen, warmup: warmup,
+            presenceFrames: presence, presenceSettleSeconds: settleSeconds, membersOpenAtStart: membersOpen,
+            warmup: warmup,
             steps: steps, peakDeliveriesPerSecond: steps.map(\.deliveriesPerSecond).max() ?? 0, stopReason: stopReason,
             errors: errors)
     }
 
-    private func runStep(_ env: ScenarioEnvironment, http: HTTPClientPool, phase: UInt32, rate: Double) async throws -> FanoutStep {
+    private func runStep(_ env: ScenarioEnvironment, http: HTTPClientPool, phase: UInt32, rate: Double) async throws
+        -> FanoutStep
+    {
         let before = try await env.loadgen.stats()
         let members = before.open
         let meter = env.meter
         let cpuStart = try await meter.sample()
         let target = env.target
-        let report = await Pacer(pool: http, accepts: env.target.accepts).run(rate: rate, seconds: secondsPerStep) { k in
+        let report = await Pacer(pool: http, accepts: env.target.accepts).run(rate: rate, seconds: secondsPerStep) {
+            k in
             target.publishToGroup(data: env.data(phase: phase, seq: UInt64(phase) << 32 | UInt64(k + 1)))
         }
         let expected = UInt64(report.ok) * UInt64(members)
@@ -87,14 +95,17 @@ struct FanoutScenario: Sendable {
         if accounting.deliveredDespiteError > 0 {
             errors.append("\(accounting.deliveredDespiteError) deliveries of messages whose publish failed")
         }
-        if accounting.unexpected > 0 { errors.append("harness: \(accounting.unexpected) deliveries of messages never sent") }
+        if accounting.unexpected > 0 {
+            errors.append("harness: \(accounting.unexpected) deliveries of messages never sent")
+        }
         var closes = after.serverCloses
         for (code, count) in before.serverCloses { closes[code, default: 0] -= count }
         closes = closes.filter { $0.value > 0 }
         if !closes.isEmpty { errors.append("the server closed members while publishing: \(closes)") }
         // From the first send to the last delivery: a server that falls behind stretches it.
         let window =
-            received.lastReceiveNanos > report.firstSentNanos ? Double(received.lastReceiveNanos - report.firstSentNanos) / 1e9 : 0
+            received.lastReceiveNanos > report.firstSentNanos
+            ? Double(received.lastReceiveNanos - report.firstSentNanos) / 1e9 : 0
         let deliveriesPerSecond = window > 0 ? Double(received.received) / window : 0
         let offered = rate * Double(members)
         let verdict: String
@@ -112,7 +123,8 @@ struct FanoutScenario: Sendable {
         let cpu = meter.figures(from: cpuStart, to: cpuEnd)
         return FanoutStep(
             rate: rate, seconds: secondsPerStep, members: members, published: report.ok, publishErrors: report.errors,
-            expectedDeliveries: expected, received: received.received, lost: accounting.lost, duplicates: accounting.duplicates,
+            expectedDeliveries: expected, received: received.received, lost: accounting.lost,
+            duplicates: accounting.duplicates,
             deliveredDespiteError: accounting.deliveredDespiteError, outOfOrder: received.outOfOrder,
             offeredDeliveriesPerSecond: offered, deliveriesPerSecond: deliveriesPerSecond, sendRate: report.sendRate,
             latency: received.latency.summary, cdf: received.latency.cdf, publishAck: report.ack.summary,

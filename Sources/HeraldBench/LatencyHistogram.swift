@@ -6,7 +6,8 @@ struct LatencyHistogram: Sendable {
     static let highestMicros: UInt64 = 600_000_000
 
     private(set) var histogram = Histogram<UInt64>(
-        lowestDiscernibleValue: 1, highestTrackableValue: LatencyHistogram.highestMicros, numberOfSignificantValueDigits: .three)
+        lowestDiscernibleValue: 1, highestTrackableValue: LatencyHistogram.highestMicros,
+        numberOfSignificantValueDigits: .three)
 
     var count: UInt64 { histogram.totalCount }
 

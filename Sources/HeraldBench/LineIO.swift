@@ -2,7 +2,7 @@ import Foundation
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// JSON lines over file descriptors: a thread blocks in read(2) so no task ever does.

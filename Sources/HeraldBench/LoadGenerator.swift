@@ -120,7 +120,8 @@ struct LoadGenerator: Sendable {
             merged.outOfOrder += report.outOfOrder
             if report.firstReceiveNanos > 0 {
                 merged.firstReceiveNanos =
-                    merged.firstReceiveNanos == 0 ? report.firstReceiveNanos : min(merged.firstReceiveNanos, report.firstReceiveNanos)
+                    merged.firstReceiveNanos == 0
+                    ? report.firstReceiveNanos : min(merged.firstReceiveNanos, report.firstReceiveNanos)
             }
             merged.lastReceiveNanos = max(merged.lastReceiveNanos, report.lastReceiveNanos)
             merged.latency.add(sparse: report.latencyMicros)

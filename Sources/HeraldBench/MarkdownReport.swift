@@ -16,10 +16,16 @@ struct MarkdownReport {
         md += "Mode: **\(report.quick ? "quick (CI: small N, harness check; figures are not comparable)" : "full")**"
         for key in ["started", "build", "gitCommit"] { if let v = report.meta[key] { md += " · \(key): \(v)" } }
         md += "\n\n"
-        md += "Machine: " + ["machine", "kernel", "swift", "nginx", "nchan"].compactMap { key in report.meta[key].map { "\(key) \($0)" } }
+        md +=
+            "Machine: "
+            + ["machine", "kernel", "swift", "nginx", "nchan"].compactMap { key in
+                report.meta[key].map { "\(key) \($0)" }
+            }
             .joined(separator: " · ") + "\n\n"
-        md += "CPU figures are in cores (CPU seconds per second over the measured window; the machine has \(report.meta["cores"] ?? "?")). "
-        md += "\"load-gen\" is all load-generator processes (workers and publisher), \"server\" the server's processes, "
+        md +=
+            "CPU figures are in cores (CPU seconds per second over the measured window; the machine has \(report.meta["cores"] ?? "?")). "
+        md +=
+            "\"load-gen\" is all load-generator processes (workers and publisher), \"server\" the server's processes, "
         md += "\"infra\" Kafka (Tansu + adapter), etcd and nginx of the cluster.\n\n"
         if !report.failures.isEmpty {
             md += "**Harness failures:**\n\n" + report.failures.map { "- \($0)\n" }.joined() + "\n"
@@ -40,14 +46,20 @@ struct MarkdownReport {
         let runs = runs("connections")
         guard !runs.isEmpty else { return "" }
         var md = "## 1. Connections (idle WebSocket clients)\n\n"
-        md += "| server | connected | connect rate | connect p50 / p99 | server RSS before → after | RSS per connection | PSS per connection | server CPU | infra CPU | load-gen CPU | bottleneck |\n"
+        md +=
+            "| server | connected | connect rate | connect p50 / p99 | server RSS before → after | RSS per connection | PSS per connection | server CPU | infra CPU | load-gen CPU | bottleneck |\n"
         md += "|---|---|---|---|---|---|---|---|---|---|---|\n"
         for run in runs {
-            guard let c = run.connections else { md += failedRow(run, columns: 10); continue }
+            guard let c = run.connections else {
+                md += failedRow(run, columns: 10)
+                continue
+            }
             md += "| \(Format.label(run.target)) | \(c.connected) / \(c.clients) | \(Format.count(c.connectRate))/s "
             md += "| \(Format.ms(c.connectLatency.p50)) / \(Format.ms(c.connectLatency.p99)) "
-            md += "| \(Format.mib(c.serverRSSBeforeBytes)) → \(Format.mib(c.serverRSSAfterBytes)) | \(Format.kib(c.rssPerConnectionBytes)) | \(Format.kib(c.pssPerConnectionBytes)) "
-            md += "| \(Format.cores(c.cpu.serverCores)) | \(Format.cores(c.cpu.infraCores)) | \(Format.cores(c.cpu.loadgenCores)) | \(c.bottleneck) |\n"
+            md +=
+                "| \(Format.mib(c.serverRSSBeforeBytes)) → \(Format.mib(c.serverRSSAfterBytes)) | \(Format.kib(c.rssPerConnectionBytes)) | \(Format.kib(c.pssPerConnectionBytes)) "
+            md +=
+                "| \(Format.cores(c.cpu.serverCores)) | \(Format.cores(c.cpu.infraCores)) | \(Format.cores(c.cpu.loadgenCores)) | \(c.bottleneck) |\n"
         }
         return md + notes(runs) + "\n"
     }
@@ -58,30 +70,39 @@ struct MarkdownReport {
         var md = "## 2. Fan-out (one group / one channel)\n\n"
         md += "| server | members | peak deliveries/s | ramp ended |\n|---|---|---|---|\n"
         for run in runs {
-            guard let f = run.fanout else { md += failedRow(run, columns: 3); continue }
-            md += "| \(Format.label(run.target)) | \(f.membersOpenAtStart) | \(Format.count(f.peakDeliveriesPerSecond)) | \(f.stopReason) |\n"
+            guard let f = run.fanout else {
+                md += failedRow(run, columns: 3)
+                continue
+            }
+            md +=
+                "| \(Format.label(run.target)) | \(f.membersOpenAtStart) | \(Format.count(f.peakDeliveriesPerSecond)) | \(f.stopReason) |\n"
         }
-        md += "\n| server | publish rate | deliveries/s (offered) | p50 | p99 | p999 | max | publish ack p99 | lost | errors | server CPU | infra CPU | load-gen CPU | bottleneck | step |\n"
+        md +=
+            "\n| server | publish rate | deliveries/s (offered) | p50 | p99 | p999 | max | publish ack p99 | lost | errors | server CPU | infra CPU | load-gen CPU | bottleneck | step |\n"
         md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         for run in runs {
             for s in run.fanout?.steps ?? [] {
                 md += "| \(Format.label(run.target)) | \(Format.count(s.rate)) msg/s "
                 md += "| \(Format.count(s.deliveriesPerSecond)) (\(Format.count(s.offeredDeliveriesPerSecond))) "
-                md += "| \(Format.ms(s.latency.p50)) | \(Format.ms(s.latency.p99)) | \(Format.ms(s.latency.p999)) | \(Format.ms(s.latency.max)) "
-                md += "| \(Format.ms(s.publishAck.p99)) | \(s.lost) | \(s.publishErrors) | \(Format.cores(s.cpu.serverCores)) "
-                md += "| \(Format.cores(s.cpu.infraCores)) | \(Format.cores(s.cpu.loadgenCores)) | \(s.bottleneck) | \(s.keptUp ? "kept up" : s.verdict) |\n"
+                md +=
+                    "| \(Format.ms(s.latency.p50)) | \(Format.ms(s.latency.p99)) | \(Format.ms(s.latency.p999)) | \(Format.ms(s.latency.max)) "
+                md +=
+                    "| \(Format.ms(s.publishAck.p99)) | \(s.lost) | \(s.publishErrors) | \(Format.cores(s.cpu.serverCores)) "
+                md +=
+                    "| \(Format.cores(s.cpu.infraCores)) | \(Format.cores(s.cpu.loadgenCores)) | \(s.bottleneck) | \(s.keptUp ? "kept up" : s.verdict) |\n"
             }
         }
         md += "\nFilling the group: "
-        md += runs.compactMap { run in
-            run.fanout.map { f in
-                run.kind == "nchan"
-                    ? "\(Format.label(run.target)) members subscribe to the channel as they connect"
-                    : "\(Format.label(run.target)) bound \(f.joined) members in \(String(format: "%.1f", f.joinSeconds)) s, "
-                        + "then \(Format.count(Double(f.presenceFrames))) presence frames had arrived after another "
-                        + "\(String(format: "%.1f", f.presenceSettleSeconds)) s"
-            }
-        }.joined(separator: "; ") + ".\n"
+        md +=
+            runs.compactMap { run in
+                run.fanout.map { f in
+                    run.kind == "nchan"
+                        ? "\(Format.label(run.target)) members subscribe to the channel as they connect"
+                        : "\(Format.label(run.target)) bound \(f.joined) members in \(String(format: "%.1f", f.joinSeconds)) s, "
+                            + "then \(Format.count(Double(f.presenceFrames))) presence frames had arrived after another "
+                            + "\(String(format: "%.1f", f.presenceSettleSeconds)) s"
+                }
+            }.joined(separator: "; ") + ".\n"
         md += warmups(runs.compactMap { run in run.fanout.map { (run.target, $0.warmup) } })
         return md + notes(runs) + "\n"
     }
@@ -92,18 +113,26 @@ struct MarkdownReport {
         var md = "## 3. Unicast (random client per message, rising rates)\n\n"
         md += "| server | clients | highest sustained rate | ramp ended |\n|---|---|---|---|\n"
         for run in runs {
-            guard let u = run.unicast else { md += failedRow(run, columns: 3); continue }
-            md += "| \(Format.label(run.target)) | \(u.connected) | \(Format.count(u.highestSustainedRate))/s | \(u.stopReason) |\n"
+            guard let u = run.unicast else {
+                md += failedRow(run, columns: 3)
+                continue
+            }
+            md +=
+                "| \(Format.label(run.target)) | \(u.connected) | \(Format.count(u.highestSustainedRate))/s | \(u.stopReason) |\n"
         }
         md += "\n" + warmups(runs.compactMap { run in run.unicast.map { (run.target, $0.warmup) } })
-        md += "\n| server | rate | sent/s | p50 | p99 | p999 | max | publish ack p99 | lost | errors | server CPU | infra CPU | load-gen CPU | bottleneck | step |\n"
+        md +=
+            "\n| server | rate | sent/s | p50 | p99 | p999 | max | publish ack p99 | lost | errors | server CPU | infra CPU | load-gen CPU | bottleneck | step |\n"
         md += "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         for run in runs {
             for s in run.unicast?.steps ?? [] {
                 md += "| \(Format.label(run.target)) | \(Format.count(s.rate))/s | \(Format.count(s.sendRate)) "
-                md += "| \(Format.ms(s.latency.p50)) | \(Format.ms(s.latency.p99)) | \(Format.ms(s.latency.p999)) | \(Format.ms(s.latency.max)) "
-                md += "| \(Format.ms(s.publishAck.p99)) | \(s.lost) | \(s.publishErrors) | \(Format.cores(s.cpu.serverCores)) "
-                md += "| \(Format.cores(s.cpu.infraCores)) | \(Format.cores(s.cpu.loadgenCores)) | \(s.bottleneck) | \(s.passed ? "pass" : s.verdict) |\n"
+                md +=
+                    "| \(Format.ms(s.latency.p50)) | \(Format.ms(s.latency.p99)) | \(Format.ms(s.latency.p999)) | \(Format.ms(s.latency.max)) "
+                md +=
+                    "| \(Format.ms(s.publishAck.p99)) | \(s.lost) | \(s.publishErrors) | \(Format.cores(s.cpu.serverCores)) "
+                md +=
+                    "| \(Format.cores(s.cpu.infraCores)) | \(Format.cores(s.cpu.loadgenCores)) | \(s.bottleneck) | \(s.passed ? "pass" : s.verdict) |\n"
             }
         }
         return md + notes(runs) + "\n"
@@ -118,9 +147,11 @@ struct MarkdownReport {
 
     private func ratios() -> String {
         guard !report.ratios.isEmpty else { return "" }
-        var md = "## Herald / Nchan\n\n| scenario | figure | Herald | Herald | Nchan | Herald/Nchan | better |\n|---|---|---|---|---|---|---|\n"
+        var md =
+            "## Herald / Nchan\n\n| scenario | figure | Herald | Herald | Nchan | Herald/Nchan | better |\n|---|---|---|---|---|---|---|\n"
         for r in report.ratios {
-            md += "| \(r.scenario) | \(r.figure) | \(Format.label(r.herald)) | \(Self.number(r.heraldValue)) | \(Self.number(r.nchanValue)) "
+            md +=
+                "| \(r.scenario) | \(r.figure) | \(Format.label(r.herald)) | \(Self.number(r.heraldValue)) | \(Self.number(r.nchanValue)) "
             md += "| \(Format.ratio(r.ratio)) | \(r.better) |\n"
         }
         return md + "\n"
@@ -147,11 +178,16 @@ struct MarkdownReport {
         var md = ""
         for run in runs {
             // Where the CPU went at the last (heaviest) step.
-            let last = run.unicast?.steps.last.map { ($0.rate, $0.cpu, "msg/s") } ?? run.fanout?.steps.last.map { ($0.rate, $0.cpu, "msg/s to the group") }
+            let last =
+                run.unicast?.steps.last.map { ($0.rate, $0.cpu, "msg/s") }
+                ?? run.fanout?.steps.last.map { ($0.rate, $0.cpu, "msg/s to the group") }
             if let (rate, cpu, unit) = last, cpu.byProcess.count > 1 {
                 let parts = cpu.byProcess.sorted { $0.value > $1.value }.map { "\($0.key) \(Format.cores($0.value))" }
-                md += "\n\(Format.label(run.target)) CPU by process at \(Format.count(rate)) \(unit): " + parts.joined(separator: ", ")
-                md += ", load generator \(Format.cores(cpu.loadgenCores)), other \(Format.cores(cpu.otherCores)) (cores).\n"
+                md +=
+                    "\n\(Format.label(run.target)) CPU by process at \(Format.count(rate)) \(unit): "
+                    + parts.joined(separator: ", ")
+                md +=
+                    ", load generator \(Format.cores(cpu.loadgenCores)), other \(Format.cores(cpu.otherCores)) (cores).\n"
             }
             var errors = run.harnessErrors.map { "harness: \($0)" }
             errors += run.connections?.errors ?? []
@@ -171,6 +207,7 @@ struct MarkdownReport {
     }
 
     private func failedRow(_ run: ScenarioRun, columns: Int) -> String {
-        "| \(Format.label(run.target)) | harness failed: \(run.harnessErrors.joined(separator: "; "))" + String(repeating: " |", count: columns) + "\n"
+        "| \(Format.label(run.target)) | harness failed: \(run.harnessErrors.joined(separator: "; "))"
+            + String(repeating: " |", count: columns) + "\n"
     }
 }

@@ -73,7 +73,9 @@ final class Pacer: @unchecked Sendable {
         report.attempted += 1
         switch result {
         case .success(let answer):
-            if report.firstSentNanos == 0 || answer.sentAt < report.firstSentNanos { report.firstSentNanos = answer.sentAt }
+            if report.firstSentNanos == 0 || answer.sentAt < report.firstSentNanos {
+                report.firstSentNanos = answer.sentAt
+            }
             report.lastSentNanos = max(report.lastSentNanos, answer.sentAt)
             report.ack.record(nanos: answer.answeredAt - answer.sentAt)
             report.lag.record(nanos: answer.sentAt > scheduled ? answer.sentAt - scheduled : 0)
@@ -82,7 +84,9 @@ final class Pacer: @unchecked Sendable {
                 report.accepted[k] = true
             } else {
                 report.errors += 1
-                if report.errorSamples.count < 5 { report.errorSamples.append("HTTP \(answer.status): \(answer.body.prefix(200))") }
+                if report.errorSamples.count < 5 {
+                    report.errorSamples.append("HTTP \(answer.status): \(answer.body.prefix(200))")
+                }
             }
         case .failure(let error):
             report.errors += 1

@@ -15,10 +15,13 @@ protocol PushTarget: Sendable {
     /// The subscribe path for a member of the fan-out group.
     var groupPath: String { get }
     /// Makes the connected clients members of the group; returns how many joined.
-    func join(clientIds: [String], http: HTTPClientPool, concurrency: Int) async throws -> (joined: Int, errors: [String])
+    func join(clientIds: [String], http: HTTPClientPool, concurrency: Int) async throws -> (
+        joined: Int, errors: [String]
+    )
     /// Frames the members receive while the group fills (Herald's presence announcements).
     func presenceFrames(joined: Int) -> UInt64
-    func publish(toClient index: Int, clientIds: [String], data: @escaping @Sendable (UInt64) -> String) -> PublishRequest
+    func publish(toClient index: Int, clientIds: [String], data: @escaping @Sendable (UInt64) -> String)
+        -> PublishRequest
     func publishToGroup(data: @escaping @Sendable (UInt64) -> String) -> PublishRequest
     func accepts(_ answer: HTTPAnswer) -> Bool
 }
@@ -63,7 +66,9 @@ struct HeraldTarget: PushTarget {
         }
     }
 
-    func join(clientIds: [String], http: HTTPClientPool, concurrency: Int) async throws -> (joined: Int, errors: [String]) {
+    func join(clientIds: [String], http: HTTPClientPool, concurrency: Int) async throws -> (
+        joined: Int, errors: [String]
+    ) {
         guard fanoutVia == .group else { return (0, []) }
         let ids = clientIds.filter { !$0.isEmpty }
         let next = Shared(0)
@@ -72,7 +77,10 @@ struct HeraldTarget: PushTarget {
             for _ in 0..<max(1, concurrency) {
                 tasks.addTask {
                     while true {
-                        let k = next.withLock { n in defer { n += 1 }; return n }
+                        let k = next.withLock { n in
+                            defer { n += 1 }
+                            return n
+                        }
                         guard k < ids.count else { return }
                         let body = #"{"clientId":"\#(ids[k])","groupName":"\#(groupName)"}"#
                         let request = PublishRequest(path: "/api/bind_to_group", headers: headers, body: { _ in body })
@@ -102,7 +110,9 @@ struct HeraldTarget: PushTarget {
         fanoutVia == .group && presence ? UInt64(joined) * UInt64(joined + 1) / 2 : 0
     }
 
-    func publish(toClient index: Int, clientIds: [String], data: @escaping @Sendable (UInt64) -> String) -> PublishRequest {
+    func publish(toClient index: Int, clientIds: [String], data: @escaping @Sendable (UInt64) -> String)
+        -> PublishRequest
+    {
         let prefix = #"{"clientId":"\#(clientIds[index])","msg":"bench","data":""#
         return PublishRequest(path: "/api/send_to_client", headers: headers, body: { prefix + data($0) + #""}"# })
     }
@@ -133,13 +143,17 @@ struct NchanTarget: PushTarget {
 
     func prepare(_ http: HTTPClientPool) async throws {}
 
-    func join(clientIds: [String], http: HTTPClientPool, concurrency: Int) async throws -> (joined: Int, errors: [String]) {
+    func join(clientIds: [String], http: HTTPClientPool, concurrency: Int) async throws -> (
+        joined: Int, errors: [String]
+    ) {
         (0, [])  // subscribing to the channel is the membership
     }
 
     func presenceFrames(joined: Int) -> UInt64 { 0 }
 
-    func publish(toClient index: Int, clientIds: [String], data: @escaping @Sendable (UInt64) -> String) -> PublishRequest {
+    func publish(toClient index: Int, clientIds: [String], data: @escaping @Sendable (UInt64) -> String)
+        -> PublishRequest
+    {
         PublishRequest(path: "/pub?id=u\(index)", body: { #"{"msg":"bench","data":""# + data($0) + #""}"# })
     }
 

@@ -54,14 +54,17 @@ struct Report: Codable, Sendable {
         if let herald = run("fanout", Self.standalone)?.fanout, let nchan = run("fanout", Self.nchan)?.fanout {
             // When both kept up with every step, both delivered the same offered load: equal
             // within measurement noise, and the ramp did not reach either limit.
-            let bothKeptUp = !herald.steps.isEmpty && !nchan.steps.isEmpty && (herald.steps + nchan.steps).allSatisfy(\.keptUp)
-            let met = bothKeptUp
+            let bothKeptUp =
+                !herald.steps.isEmpty && !nchan.steps.isEmpty && (herald.steps + nchan.steps).allSatisfy(\.keptUp)
+            let met =
+                bothKeptUp
                 ? herald.peakDeliveriesPerSecond >= 0.98 * nchan.peakDeliveriesPerSecond
                 : herald.peakDeliveriesPerSecond >= nchan.peakDeliveriesPerSecond
             targets.append(
                 TargetCheck(
                     target: "fan-out deliveries/s (peak over the rate steps), Herald standalone vs Nchan",
-                    figure: "\(Format.count(herald.peakDeliveriesPerSecond)) vs \(Format.count(nchan.peakDeliveriesPerSecond))"
+                    figure:
+                        "\(Format.count(herald.peakDeliveriesPerSecond)) vs \(Format.count(nchan.peakDeliveriesPerSecond))"
                         + (bothKeptUp ? " (both kept up with every rate offered: no limit reached)" : ""),
                     limit: "at least Nchan's", met: met))
         }
@@ -71,21 +74,26 @@ struct Report: Codable, Sendable {
             targets.append(
                 TargetCheck(
                     target: "unicast p99 at 5,000 msg/s, \(Format.label(name))",
-                    figure: step.map { Format.ms($0.latency.p99) + ($0.passed ? "" : " (\($0.verdict))") } ?? "step not reached",
-                    limit: "at most \(Format.ms(limit))", met: step.map { $0.passed && $0.latency.p99 <= limit } ?? false))
+                    figure: step.map { Format.ms($0.latency.p99) + ($0.passed ? "" : " (\($0.verdict))") }
+                        ?? "step not reached",
+                    limit: "at most \(Format.ms(limit))",
+                    met: step.map { $0.passed && $0.latency.p99 <= limit } ?? false))
         }
         for name in [Self.standalone, Self.cluster] {
             guard let connections = run("connections", name)?.connections else { continue }
             targets.append(
                 TargetCheck(
-                    target: "idle RSS per connection at \(Format.count(Double(connections.clients))) connections, \(Format.label(name))",
+                    target:
+                        "idle RSS per connection at \(Format.count(Double(connections.clients))) connections, \(Format.label(name))",
                     figure: Format.kib(connections.rssPerConnectionBytes), limit: "at most 16 KiB",
                     met: connections.rssPerConnectionBytes <= 16 * 1024 && connections.failed == 0))
         }
         var clean: [String] = []
         for run in runs where run.kind == "herald" {
             let problems = Self.problems(in: run, strict: quick)
-            if !problems.isEmpty { clean.append("\(Format.label(run.target)) \(run.scenario): \(problems.joined(separator: "; "))") }
+            if !problems.isEmpty {
+                clean.append("\(Format.label(run.target)) \(run.scenario): \(problems.joined(separator: "; "))")
+            }
         }
         targets.append(
             TargetCheck(
@@ -124,7 +132,9 @@ struct Report: Codable, Sendable {
             problems += u.warmup.problems
             let last = u.steps.last.map { $0.passed ? nil : $0.rate } ?? nil
             for step in u.steps where strict || step.rate != last || step.rate <= targetRate {
-                if step.publishErrors > 0 { problems.append("\(step.publishErrors) publish errors at \(Int(step.rate))/s") }
+                if step.publishErrors > 0 {
+                    problems.append("\(step.publishErrors) publish errors at \(Int(step.rate))/s")
+                }
                 if step.lost > 0 { problems.append("\(step.lost) lost at \(Int(step.rate))/s") }
                 if step.duplicates > 0 { problems.append("\(step.duplicates) duplicates at \(Int(step.rate))/s") }
                 let closes = step.serverCloses.values.reduce(0, +)
@@ -141,16 +151,24 @@ struct Report: Codable, Sendable {
         if let nchan = run("connections", Self.nchan)?.connections {
             for name in heralds {
                 guard let herald = run("connections", name)?.connections else { continue }
-                add("connections", "connect rate (/s)", name, herald.connectRate, nchan.connectRate, higherIsBetter: true)
-                add("connections", "RSS per connection (bytes)", name, herald.rssPerConnectionBytes, nchan.rssPerConnectionBytes, higherIsBetter: false)
+                add(
+                    "connections", "connect rate (/s)", name, herald.connectRate, nchan.connectRate,
+                    higherIsBetter: true)
+                add(
+                    "connections", "RSS per connection (bytes)", name, herald.rssPerConnectionBytes,
+                    nchan.rssPerConnectionBytes, higherIsBetter: false)
             }
         }
         if let nchan = run("fanout", Self.nchan)?.fanout {
             for name in heralds {
                 guard let herald = run("fanout", name)?.fanout else { continue }
-                add("fanout", "peak deliveries/s", name, herald.peakDeliveriesPerSecond, nchan.peakDeliveriesPerSecond, higherIsBetter: true)
+                add(
+                    "fanout", "peak deliveries/s", name, herald.peakDeliveriesPerSecond, nchan.peakDeliveriesPerSecond,
+                    higherIsBetter: true)
                 // Latency at the highest rate both kept up with.
-                let common = Set(herald.steps.filter(\.keptUp).map(\.rate)).intersection(nchan.steps.filter(\.keptUp).map(\.rate)).max()
+                let common = Set(herald.steps.filter(\.keptUp).map(\.rate)).intersection(
+                    nchan.steps.filter(\.keptUp).map(\.rate)
+                ).max()
                 if let rate = common, let h = herald.steps.first(where: { $0.rate == rate }),
                     let n = nchan.steps.first(where: { $0.rate == rate })
                 {
@@ -164,22 +182,33 @@ struct Report: Codable, Sendable {
         if let nchan = run("unicast", Self.nchan)?.unicast {
             for name in heralds {
                 guard let herald = run("unicast", name)?.unicast else { continue }
-                add("unicast", "highest sustained rate (msg/s)", name, herald.highestSustainedRate, nchan.highestSustainedRate, higherIsBetter: true)
+                add(
+                    "unicast", "highest sustained rate (msg/s)", name, herald.highestSustainedRate,
+                    nchan.highestSustainedRate, higherIsBetter: true)
                 // p99 at the highest rate both sustained.
-                let common = Set(herald.steps.filter(\.passed).map(\.rate)).intersection(nchan.steps.filter(\.passed).map(\.rate)).max()
+                let common = Set(herald.steps.filter(\.passed).map(\.rate)).intersection(
+                    nchan.steps.filter(\.passed).map(\.rate)
+                ).max()
                 if let rate = common, let h = herald.steps.first(where: { $0.rate == rate }),
                     let n = nchan.steps.first(where: { $0.rate == rate })
                 {
-                    add("unicast", "p99 at \(Int(rate))/s (ms)", name, h.latency.p99, n.latency.p99, higherIsBetter: false)
+                    add(
+                        "unicast", "p99 at \(Int(rate))/s (ms)", name, h.latency.p99, n.latency.p99,
+                        higherIsBetter: false)
                 }
             }
         }
     }
 
-    private mutating func add(_ scenario: String, _ figure: String, _ herald: String, _ h: Double, _ n: Double, higherIsBetter: Bool) {
+    private mutating func add(
+        _ scenario: String, _ figure: String, _ herald: String, _ h: Double, _ n: Double, higherIsBetter: Bool
+    ) {
         let ratio = n != 0 ? h / n : 0
         let better = h == n ? "even" : ((h > n) == higherIsBetter ? "Herald" : "Nchan")
-        ratios.append(Ratio(scenario: scenario, figure: figure, herald: herald, heraldValue: h, nchanValue: n, ratio: ratio, better: better))
+        ratios.append(
+            Ratio(
+                scenario: scenario, figure: figure, herald: herald, heraldValue: h, nchanValue: n, ratio: ratio,
+                better: better))
     }
 
     private mutating func findFailures() {
@@ -192,7 +221,9 @@ struct Report: Codable, Sendable {
         if quick {
             for run in runs {
                 let problems = Self.problems(in: run, strict: true).filter { !$0.hasPrefix("harness:") }
-                if !problems.isEmpty { failures.append("\(run.target) \(run.scenario): \(problems.joined(separator: "; "))") }
+                if !problems.isEmpty {
+                    failures.append("\(run.target) \(run.scenario): \(problems.joined(separator: "; "))")
+                }
             }
         }
     }
@@ -236,7 +267,8 @@ enum Summary {
     static func line(_ run: ScenarioRun) -> String {
         var text = "bench: \(run.target) \(run.scenario): "
         if let c = run.connections {
-            text += "\(c.connected)/\(c.clients) connected at \(Format.count(c.connectRate))/s, \(Format.kib(c.rssPerConnectionBytes))/conn"
+            text +=
+                "\(c.connected)/\(c.clients) connected at \(Format.count(c.connectRate))/s, \(Format.kib(c.rssPerConnectionBytes))/conn"
         }
         if let f = run.fanout {
             text += "peak \(Format.count(f.peakDeliveriesPerSecond)) deliveries/s; "
@@ -246,7 +278,8 @@ enum Summary {
         }
         if let u = run.unicast {
             text += "highest sustained \(Format.count(u.highestSustainedRate))/s; "
-            text += u.steps.map { "\(Int($0.rate))/s p99 \(Format.ms($0.latency.p99)) \($0.verdict)" }.joined(separator: ", ")
+            text += u.steps.map { "\(Int($0.rate))/s p99 \(Format.ms($0.latency.p99)) \($0.verdict)" }.joined(
+                separator: ", ")
         }
         if !run.harnessErrors.isEmpty { text += " HARNESS ERROR: \(run.harnessErrors.joined(separator: "; "))" }
         return text

@@ -39,7 +39,10 @@ struct ReportCommand: AsyncParsableCommand {
         try MarkdownReport(report: report).render().write(
             to: base.appendingPathComponent("results.md"), atomically: true, encoding: .utf8)
         for target in report.targets {
-            FileHandle.standardError.write(Data("bench: target \(target.met ? "met" : "MISSED"): \(target.target): \(target.figure) (limit \(target.limit))\n".utf8))
+            FileHandle.standardError.write(
+                Data(
+                    "bench: target \(target.met ? "met" : "MISSED"): \(target.target): \(target.figure) (limit \(target.limit))\n"
+                        .utf8))
         }
         if !report.failures.isEmpty {
             for failure in report.failures { FileHandle.standardError.write(Data("bench: FAILED: \(failure)\n".utf8)) }

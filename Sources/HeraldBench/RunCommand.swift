@@ -10,36 +10,59 @@ struct RunCommand: AsyncParsableCommand {
     enum Scenario: String, ExpressibleByArgument, CaseIterable { case connections, fanout, unicast }
     enum Kind: String, ExpressibleByArgument, CaseIterable { case herald, nchan }
 
-    @Option(help: "connections, fanout or unicast.") var scenario: Scenario
-    @Option(help: "herald or nchan.") var kind: Kind
-    @Option(help: "Name in the report, e.g. herald-standalone.") var targetName: String
-    @Option(help: "Where clients connect, host:port, comma-separated (clients spread round-robin).") var clientsAt: String
-    @Option(help: "Where the publisher posts, host:port.") var publishTo: String
-    @Option(help: "The server's processes (RSS and CPU): pid or name=pid, comma-separated.") var serverPid: String
-    @Option(help: "The server's infrastructure (CPU only): pid or name=pid, comma-separated.") var infraPid: String = ""
-    @Option(help: "File holding the admin token (Herald cluster: /api/register needs it).") var adminTokenFile: String?
-    @Option(help: "Load-generator worker processes.") var workers = 3
-    @Option(help: "Source addresses for the workers' sockets: <prefix>.2, <prefix>.3, …") var sourcePrefix = "127.0.1"
-    @Option(help: "Clients (connections: idle clients; fanout: group members; unicast: clients).") var clients: Int
-    @Option(help: "fanout: messages per second to the group, one step each, comma-separated, rising.") var fanoutRates = "5,10,20,40"
-    @Option(help: "fanout, Herald: group (bind every member, send_to_group: presence fills the group with N² frames) or system (the members are a system's only clients, send_to_system: no presence).")
+    @Option(help: "connections, fanout or unicast.")
+    var scenario: Scenario
+    @Option(help: "herald or nchan.")
+    var kind: Kind
+    @Option(help: "Name in the report, e.g. herald-standalone.")
+    var targetName: String
+    @Option(help: "Where clients connect, host:port, comma-separated (clients spread round-robin).")
+    var clientsAt: String
+    @Option(help: "Where the publisher posts, host:port.")
+    var publishTo: String
+    @Option(help: "The server's processes (RSS and CPU): pid or name=pid, comma-separated.")
+    var serverPid: String
+    @Option(help: "The server's infrastructure (CPU only): pid or name=pid, comma-separated.")
+    var infraPid: String = ""
+    @Option(help: "File holding the admin token (Herald cluster: /api/register needs it).")
+    var adminTokenFile: String?
+    @Option(help: "Load-generator worker processes.")
+    var workers = 3
+    @Option(help: "Source addresses for the workers' sockets: <prefix>.2, <prefix>.3, …")
+    var sourcePrefix = "127.0.1"
+    @Option(help: "Clients (connections: idle clients; fanout: group members; unicast: clients).")
+    var clients: Int
+    @Option(help: "fanout: messages per second to the group, one step each, comma-separated, rising.")
+    var fanoutRates = "5,10,20,40,80"
+    @Option(help: "fanout, Herald: group (bind_to_group, send_to_group) or system (send_to_system).")
     var fanoutVia = "group"
-    @Option(help: "Herald: whether the server announces joins to group members (its --group-presence), so the bench waits for those frames.")
+    @Option(help: "Herald: the server announces joins to members (its --group-presence).")
     var presence = true
-    @Option(help: "unicast: messages per second, one step each, comma-separated, rising.") var rates = "1000,2000,5000,10000"
-    @Option(help: "fanout, unicast: seconds of publishing per step.") var stepSeconds = 5.0
-    @Option(help: "unicast: p99 limit in ms that ends the ramp.") var p99Limit = 50.0
-    @Option(help: "connections: seconds the clients stay open before the RSS is read.") var holdSeconds = 3.0
-    @Option(help: "fanout, unicast: seconds of unmeasured publishing at a low rate first.") var warmupSeconds = 2.0
-    @Option(help: "Length of each message's data string.") var payloadBytes = 100
-    @Option(help: "Publisher keep-alive HTTP connections.") var publisherConnections = 256
-    @Option(help: "Connects in flight at once (over all workers).") var connectConcurrency = 192
-    @Option(help: "A setting to record with the results, key=value (repeatable).") var setting: [String] = []
-    @Option(help: "Where to write the JSON results.") var out: String
+    @Option(help: "unicast: messages per second, one step each, comma-separated, rising.")
+    var rates = "500,1000,2000,5000,10000"
+    @Option(help: "fanout, unicast: seconds of publishing per step.")
+    var stepSeconds = 5.0
+    @Option(help: "unicast: p99 limit in ms that ends the ramp.")
+    var p99Limit = 50.0
+    @Option(help: "connections: seconds the clients stay open before the RSS is read.")
+    var holdSeconds = 3.0
+    @Option(help: "fanout, unicast: seconds of unmeasured publishing at a low rate first.")
+    var warmupSeconds = 2.0
+    @Option(help: "Length of each message's data string.")
+    var payloadBytes = 100
+    @Option(help: "Publisher keep-alive HTTP connections.")
+    var publisherConnections = 256
+    @Option(help: "Connects in flight at once (over all workers).")
+    var connectConcurrency = 192
+    @Option(help: "A setting to record with the results, key=value (repeatable).")
+    var setting: [String] = []
+    @Option(help: "Where to write the JSON results.")
+    var out: String
 
     func run() async throws {
         FileLimit.raiseToHard()
-        var result = ScenarioRun(scenario: scenario.rawValue, target: targetName, kind: kind.rawValue, settings: recordedSettings)
+        var result = ScenarioRun(
+            scenario: scenario.rawValue, target: targetName, kind: kind.rawValue, settings: recordedSettings)
         do {
             try await measure(into: &result)
         } catch {
@@ -63,9 +86,18 @@ struct RunCommand: AsyncParsableCommand {
         switch scenario {
         case .connections: settings["holdSeconds"] = "\(holdSeconds)"
         case .fanout:
-            settings["fanoutRates"] = fanoutRates; settings["stepSeconds"] = "\(stepSeconds)"; settings["warmupSeconds"] = "\(warmupSeconds)"
-            if kind == .herald { settings["fanoutVia"] = fanoutVia; settings["presence"] = "\(presence)" }
-        case .unicast: settings["rates"] = rates; settings["stepSeconds"] = "\(stepSeconds)"; settings["p99LimitMs"] = "\(p99Limit)"; settings["warmupSeconds"] = "\(warmupSeconds)"
+            settings["fanoutRates"] = fanoutRates
+            settings["stepSeconds"] = "\(stepSeconds)"
+            settings["warmupSeconds"] = "\(warmupSeconds)"
+            if kind == .herald {
+                settings["fanoutVia"] = fanoutVia
+                settings["presence"] = "\(presence)"
+            }
+        case .unicast:
+            settings["rates"] = rates
+            settings["stepSeconds"] = "\(stepSeconds)"
+            settings["p99LimitMs"] = "\(p99Limit)"
+            settings["warmupSeconds"] = "\(warmupSeconds)"
         }
         for pair in setting {
             let parts = pair.split(separator: "=", maxSplits: 1)
@@ -83,12 +115,15 @@ struct RunCommand: AsyncParsableCommand {
         let target: any PushTarget
         switch kind {
         case .herald:
-            guard let via = HeraldTarget.FanoutVia(rawValue: fanoutVia) else { throw ValidationError("--fanout-via: group or system") }
+            guard let via = HeraldTarget.FanoutVia(rawValue: fanoutVia) else {
+                throw ValidationError("--fanout-via: group or system")
+            }
             var herald = HeraldTarget()
             herald.fanoutVia = via
             herald.presence = presence
             if let file = adminTokenFile {
-                herald.adminToken = try String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+                herald.adminToken = try String(contentsOfFile: file, encoding: .utf8).trimmingCharacters(
+                    in: .whitespacesAndNewlines)
             }
             target = herald
         case .nchan:
@@ -99,19 +134,24 @@ struct RunCommand: AsyncParsableCommand {
         let publisherGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let env = ScenarioEnvironment(
             targetName: targetName, target: target, clientEndpoints: endpoints, publishEndpoint: publishEndpoint,
-            server: WatchedProcess.list(serverPid, defaultName: "server"), infra: WatchedProcess.list(infraPid, defaultName: "infra"), loadgen: loadgen, publisherLoop: publisherGroup.next(),
-            publisherConnections: publisherConnections, connectConcurrency: connectConcurrency, payloadBytes: payloadBytes)
+            server: WatchedProcess.list(serverPid, defaultName: "server"),
+            infra: WatchedProcess.list(infraPid, defaultName: "infra"), loadgen: loadgen,
+            publisherLoop: publisherGroup.next(),
+            publisherConnections: publisherConnections, connectConcurrency: connectConcurrency,
+            payloadBytes: payloadBytes)
         do {
             switch scenario {
             case .connections:
                 result.connections = try await ConnectionsScenario(clients: clients, holdSeconds: holdSeconds).run(env)
             case .fanout:
                 result.fanout = try await FanoutScenario(
-                    members: clients, rates: list(fanoutRates), secondsPerStep: stepSeconds, warmupSeconds: warmupSeconds
+                    members: clients, rates: list(fanoutRates), secondsPerStep: stepSeconds,
+                    warmupSeconds: warmupSeconds
                 ).run(env)
             case .unicast:
                 result.unicast = try await UnicastScenario(
-                    clients: clients, rates: list(rates), secondsPerStep: stepSeconds, warmupSeconds: warmupSeconds, p99LimitMillis: p99Limit
+                    clients: clients, rates: list(rates), secondsPerStep: stepSeconds, warmupSeconds: warmupSeconds,
+                    p99LimitMillis: p99Limit
                 ).run(env)
             }
         } catch {

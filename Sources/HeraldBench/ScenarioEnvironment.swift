@@ -18,7 +18,8 @@ struct ScenarioEnvironment: Sendable {
     var meter: CPUMeter { CPUMeter(server: server, infra: infra, loadgen: loadgen) }
 
     func httpPool(connections: Int? = nil) -> HTTPClientPool {
-        HTTPClientPool(eventLoop: publisherLoop, endpoint: publishEndpoint, maxConnections: connections ?? publisherConnections)
+        HTTPClientPool(
+            eventLoop: publisherLoop, endpoint: publishEndpoint, maxConnections: connections ?? publisherConnections)
     }
 
     var serverRSS: UInt64 { server.compactMap { ProcFS.rssBytes(pid: $0.pid) }.reduce(0, +) }
@@ -32,7 +33,9 @@ struct ScenarioEnvironment: Sendable {
 
     /// Waits until the clients hold `expected` messages of `phase`, or nothing more has come
     /// for `quietSeconds`, or `maxSeconds` have passed. Returns what they hold.
-    func drain(phase: UInt32, expected: UInt64, quietSeconds: Double = 3, maxSeconds: Double = 60) async throws -> UInt64 {
+    func drain(phase: UInt32, expected: UInt64, quietSeconds: Double = 3, maxSeconds: Double = 60) async throws
+        -> UInt64
+    {
         let deadline = ContinuousClock.now + .milliseconds(Int64(maxSeconds * 1000))
         var last: UInt64 = 0
         var lastChange = ContinuousClock.now
@@ -56,9 +59,13 @@ struct ScenarioEnvironment: Sendable {
         _ http: HTTPClientPool, rate: Double, seconds: Double, recipients: UInt64,
         make: @escaping @Sendable (_ phase: UInt32, _ k: Int) -> PublishRequest
     ) async throws -> WarmupResult {
-        guard seconds > 0 else { return WarmupResult(seconds: 0, rate: 0, published: 0, publishErrors: 0, received: 0, lost: 0) }
+        guard seconds > 0 else {
+            return WarmupResult(seconds: 0, rate: 0, published: 0, publishErrors: 0, received: 0, lost: 0)
+        }
         let phase = Self.warmupPhase
-        let report = await Pacer(pool: http, accepts: target.accepts).run(rate: rate, seconds: seconds) { k in make(phase, k) }
+        let report = await Pacer(pool: http, accepts: target.accepts).run(rate: rate, seconds: seconds) { k in
+            make(phase, k)
+        }
         let expected = UInt64(report.ok) * recipients
         let received = try await drain(phase: phase, expected: report.errors > 0 ? .max : expected, maxSeconds: 30)
         let accounting = try await loadgen.phase(phase).account(accepted: report.accepted, recipients: recipients)

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// CLOCK_MONOTONIC in nanoseconds: one clock for every process on the machine, so a send
 /// time stamped by the publisher and a receive time taken by a worker process compare.

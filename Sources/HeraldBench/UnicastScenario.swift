@@ -16,14 +16,18 @@ struct UnicastScenario: Sendable {
             expectWelcome: env.target.expectWelcome, keepaliveSeconds: env.target.keepaliveSeconds,
             concurrency: env.connectConcurrency)
         var connectErrors = connected.errors
-        if connected.failed > 0 { connectErrors.insert("\(connected.failed) of \(clients) clients failed to connect", at: 0) }
+        if connected.failed > 0 {
+            connectErrors.insert("\(connected.failed) of \(clients) clients failed to connect", at: 0)
+        }
         // Publish only to clients that are there (Nchan's channels exist for every index).
         let reachable: [Int] =
             env.target.expectWelcome
             ? connected.clientIds.indices.filter { !connected.clientIds[$0].isEmpty } : Array(0..<connected.connected)
         let target = env.target
         let ids = connected.clientIds
-        let warmup = try await env.warmup(http, rate: min(rates.first ?? 100, 200), seconds: reachable.isEmpty ? 0 : warmupSeconds, recipients: 1) {
+        let warmup = try await env.warmup(
+            http, rate: min(rates.first ?? 100, 200), seconds: reachable.isEmpty ? 0 : warmupSeconds, recipients: 1
+        ) {
             phase, k in
             target.publish(
                 toClient: reachable[Int.random(in: 0..<reachable.count)], clientIds: ids,
@@ -37,7 +41,9 @@ struct UnicastScenario: Sendable {
             stopReason = "no client connected"
         }
         for (i, rate) in rates.enumerated() where !reachable.isEmpty {
-            let step = try await runStep(env, http: http, phase: UInt32(100 + i), rate: rate, clientIds: connected.clientIds, reachable: reachable)
+            let step = try await runStep(
+                env, http: http, phase: UInt32(100 + i), rate: rate, clientIds: connected.clientIds,
+                reachable: reachable)
             steps.append(step)
             if step.passed {
                 highest = rate
@@ -49,21 +55,25 @@ struct UnicastScenario: Sendable {
         try await env.loadgen.closeAll()
         _ = try? await http.shutdown().get()
         return UnicastResult(
-            clients: clients, connected: connected.connected, connectErrors: connectErrors, warmup: warmup, steps: steps,
+            clients: clients, connected: connected.connected, connectErrors: connectErrors, warmup: warmup,
+            steps: steps,
             highestSustainedRate: highest, stopReason: stopReason)
     }
 
     private func runStep(
-        _ env: ScenarioEnvironment, http: HTTPClientPool, phase: UInt32, rate: Double, clientIds: [String], reachable: [Int]
+        _ env: ScenarioEnvironment, http: HTTPClientPool, phase: UInt32, rate: Double, clientIds: [String],
+        reachable: [Int]
     ) async throws -> UnicastStep {
         let before = try await env.loadgen.stats()
         let meter = env.meter
         let cpuStart = try await meter.sample()
         let target = env.target
-        let report = await Pacer(pool: http, accepts: env.target.accepts).run(rate: rate, seconds: secondsPerStep) { k in
+        let report = await Pacer(pool: http, accepts: env.target.accepts).run(rate: rate, seconds: secondsPerStep) {
+            k in
             let index = reachable[Int.random(in: 0..<reachable.count)]
             return target.publish(
-                toClient: index, clientIds: clientIds, data: env.data(phase: phase, seq: UInt64(phase) << 32 | UInt64(k + 1)))
+                toClient: index, clientIds: clientIds,
+                data: env.data(phase: phase, seq: UInt64(phase) << 32 | UInt64(k + 1)))
         }
         let expected = UInt64(report.ok)
         _ = try await env.drain(phase: phase, expected: report.errors > 0 ? .max : expected, maxSeconds: 30)
@@ -78,7 +88,9 @@ struct UnicastScenario: Sendable {
         if accounting.deliveredDespiteError > 0 {
             errors.append("\(accounting.deliveredDespiteError) deliveries of messages whose publish failed")
         }
-        if accounting.unexpected > 0 { errors.append("harness: \(accounting.unexpected) deliveries of messages never sent") }
+        if accounting.unexpected > 0 {
+            errors.append("harness: \(accounting.unexpected) deliveries of messages never sent")
+        }
         var closes = after.serverCloses
         for (code, count) in before.serverCloses { closes[code, default: 0] -= count }
         closes = closes.filter { $0.value > 0 }
@@ -100,11 +112,13 @@ struct UnicastScenario: Sendable {
         }
         let cpu = meter.figures(from: cpuStart, to: cpuEnd)
         return UnicastStep(
-            rate: rate, seconds: secondsPerStep, published: report.ok, publishErrors: report.errors, received: received.received,
+            rate: rate, seconds: secondsPerStep, published: report.ok, publishErrors: report.errors,
+            received: received.received,
             lost: lost, duplicates: accounting.duplicates, deliveredDespiteError: accounting.deliveredDespiteError,
             outOfOrder: received.outOfOrder, sendRate: report.sendRate, latency: latency, cdf: received.latency.cdf,
             publishAck: report.ack.summary, publisherLag: report.lag.summary, serverCloses: closes, cpu: cpu,
-            bottleneck: cpu.bottleneck(publisher: report, rate: rate, connections: env.publisherConnections), passed: verdict == "ok",
+            bottleneck: cpu.bottleneck(publisher: report, rate: rate, connections: env.publisherConnections),
+            passed: verdict == "ok",
             verdict: verdict, errors: errors)
     }
 }

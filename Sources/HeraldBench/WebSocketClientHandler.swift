@@ -28,7 +28,8 @@ final class WebSocketClientHandler: ChannelInboundHandler {
     private var wasEstablished = false
     static let maxFrameBytes = 16 << 20
 
-    init(request: String, index: Int, expectWelcome: Bool, events: ClientEvents, established: EventLoopPromise<String?>) {
+    init(request: String, index: Int, expectWelcome: Bool, events: ClientEvents, established: EventLoopPromise<String?>)
+    {
         self.request = request
         self.index = index
         self.expectWelcome = expectWelcome
@@ -146,8 +147,10 @@ final class WebSocketClientHandler: ChannelInboundHandler {
                 var code = context.channel.allocator.buffer(capacity: 2)
                 code.writeInteger(UInt16(closeCode ?? 1000))
                 let channel = context.channel
-                context.writeAndFlush(Self.wrapOutboundOut(Self.frame(opcode: 0x8, payload: code, allocator: channel.allocator)))
-                    .whenComplete { _ in channel.close(promise: nil) }
+                context.writeAndFlush(
+                    Self.wrapOutboundOut(Self.frame(opcode: 0x8, payload: code, allocator: channel.allocator))
+                )
+                .whenComplete { _ in channel.close(promise: nil) }
             }
             state = .closed
         case 0x9:
@@ -229,7 +232,9 @@ final class WebSocketClientHandler: ChannelInboundHandler {
         var frame = allocator.buffer(capacity: payload.readableBytes + 6)
         frame.writeInteger(0x80 | opcode)
         frame.writeInteger(0x80 | UInt8(min(payload.readableBytes, 125)))
-        let mask = (UInt8.random(in: 0...255), UInt8.random(in: 0...255), UInt8.random(in: 0...255), UInt8.random(in: 0...255))
+        let mask = (
+            UInt8.random(in: 0...255), UInt8.random(in: 0...255), UInt8.random(in: 0...255), UInt8.random(in: 0...255)
+        )
         frame.writeMultipleIntegers(mask.0, mask.1, mask.2, mask.3)
         let keys = [mask.0, mask.1, mask.2, mask.3]
         var i = 0

@@ -4,7 +4,7 @@ import NIOPosix
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// What a worker's clients report, shared by all of them.
@@ -62,13 +62,18 @@ final class WebSocketClientPool: Sendable {
         let start = MonotonicClock.nanos()
         let next = Shared(0)
         let results = Shared(
-            (ids: [String](repeating: "", count: spec.expectWelcome ? spec.count : 0), connected: 0, failed: 0,
-             last: UInt64(0), errors: [String](), latency: LatencyHistogram()))
+            (
+                ids: [String](repeating: "", count: spec.expectWelcome ? spec.count : 0), connected: 0, failed: 0,
+                last: UInt64(0), errors: [String](), latency: LatencyHistogram()
+            ))
         await withTaskGroup(of: Void.self) { tasks in
             for _ in 0..<max(1, min(spec.concurrency, spec.count)) {
                 tasks.addTask {
                     while true {
-                        let k = next.withLock { n in defer { n += 1 }; return n }
+                        let k = next.withLock { n in
+                            defer { n += 1 }
+                            return n
+                        }
                         guard k < spec.count else { return }
                         let began = MonotonicClock.nanos()
                         let outcome = await self.open(index: spec.firstIndex + k, spec: spec)
@@ -92,7 +97,8 @@ final class WebSocketClientPool: Sendable {
         if spec.keepaliveSeconds > 0 { startKeepalive(every: spec.keepaliveSeconds) }
         return results.withLock { r in
             ConnectReport(
-                connected: r.connected, failed: r.failed, startNanos: start, lastEstablishedNanos: r.last, clientIds: r.ids,
+                connected: r.connected, failed: r.failed, startNanos: start, lastEstablishedNanos: r.last,
+                clientIds: r.ids,
                 errors: r.errors, latencyMicros: r.latency.sparse)
         }
     }
@@ -154,25 +160,37 @@ final class WebSocketClientPool: Sendable {
         let slices = max(1, Int(seconds))
         let tick = Shared(0)
         let task = group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
-            let slice = tick.withLock { t in defer { t += 1 }; return t } % slices
+            let slice =
+                tick.withLock { t in
+                    defer { t += 1 }
+                    return t
+                } % slices
             let due = self.channels.withLock { $0.filter { $0.key % slices == slice }.map(\.value) }
             for channel in due where channel.isActive {
-                channel.writeAndFlush(WebSocketClientHandler.textFrame("ping", allocator: channel.allocator), promise: nil)
+                channel.writeAndFlush(
+                    WebSocketClientHandler.textFrame("ping", allocator: channel.allocator), promise: nil)
             }
         }
-        keepalive.withLock { $0?.cancel(); $0 = task }
+        keepalive.withLock {
+            $0?.cancel()
+            $0 = task
+        }
     }
 
     func stats() -> PoolStats {
         let open = channels.withLock { $0.values.filter(\.isActive).count }
         return PoolStats(
-            open: open, serverCloses: events.serverCloses, stampedFrames: events.recorder.receivedCounts().values.reduce(0, +),
+            open: open, serverCloses: events.serverCloses,
+            stampedFrames: events.recorder.receivedCounts().values.reduce(0, +),
             otherFrames: events.otherFrames)
     }
 
     /// Sends every client a close frame (1000), waits up to 5 s for the handshakes, then drops the rest.
     func closeAll() async {
-        keepalive.withLock { $0?.cancel(); $0 = nil }
+        keepalive.withLock {
+            $0?.cancel()
+            $0 = nil
+        }
         let all = channels.withLock { channels in
             defer { channels = [:] }
             return Array(channels.values)
@@ -180,7 +198,8 @@ final class WebSocketClientPool: Sendable {
         var code = ByteBuffer()
         code.writeInteger(UInt16(1000))
         for channel in all where channel.isActive {
-            channel.writeAndFlush(WebSocketClientHandler.frame(opcode: 0x8, payload: code, allocator: channel.allocator), promise: nil)
+            channel.writeAndFlush(
+                WebSocketClientHandler.frame(opcode: 0x8, payload: code, allocator: channel.allocator), promise: nil)
         }
         let deadline = ContinuousClock.now + .seconds(5)
         for channel in all {

@@ -2,7 +2,7 @@ import ArgumentParser
 import NIOPosix
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `herald-bench worker`: one load-generator process holding WebSocket clients on a single
@@ -10,7 +10,8 @@ import Glibc
 /// to stdout, diagnostics to stderr.
 struct WorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "worker", abstract: "A load-generator process (started by `herald-bench run`).", shouldDisplay: false)
+        commandName: "worker", abstract: "A load-generator process (started by `herald-bench run`).",
+        shouldDisplay: false)
 
     func run() async throws {
         FileLimit.raiseToHard()
