@@ -69,27 +69,30 @@ struct CPUFigures: Codable, Sendable {
     /// own threads), as far as the figures tell.
     var otherCores: Double { max(0, machineCores - loadgenCores - serverCores - infraCores) }
 
-    /// Who limits this figure. A publisher that could not keep its rate (under 95%): the
-    /// server, when requests had to wait for one of the publisher's connections (all busy
-    /// waiting for answers), else the load generator. Otherwise, when the machine is
-    /// saturated, the side using more CPU; when it is not, neither is CPU-bound (the figure
-    /// is the offered load, or the limit is latency, locks or I/O).
+    /// Who limits this figure. When the machine is saturated (85% of its cores busy), the side
+    /// that used more CPU, load generator or server (with its Kafka and etcd). Otherwise, a
+    /// publisher that missed its rate (under 95%) was held up by the server when its sends
+    /// waited for one of the publisher's connections (all busy waiting for answers), else by
+    /// itself; and when it kept its rate, neither is CPU-bound (the figure is the offered
+    /// load, or the limit is latency, locks or I/O).
     func bottleneck(publisher: PublishReport? = nil, rate: Double = 0, connections: Int = 0) -> String {
         let saturated = machineCores >= 0.85 * Double(cores)
         var note = ""
-        if otherCores > 0.25 { note = String(format: "; other processes used %.2f cores", otherCores) }
         if let publisher, publisher.sendRate < 0.95 * rate {
-            let lag = String(format: "%.0f", publisher.lag.millis(atPercentile: 99))
+            note += String(format: "; publisher reached %.0f/s", publisher.sendRate)
             if publisher.waitedForConnection * 100 > publisher.attempted {
-                return "server (slow answers kept all \(connections) publisher connections busy: "
-                    + "\(publisher.waitedForConnection) of \(publisher.attempted) sends waited; publisher \(lag) ms behind at p99)"
-                    + note
-            }
-            if !saturated || loadgenCores >= serverCores + infraCores {
-                return "load generator (publisher \(lag) ms behind schedule at p99)" + note
+                note +=
+                    ", \(publisher.waitedForConnection) of \(publisher.attempted) sends waited for one of its \(connections) connections"
             }
         }
-        guard saturated else { return "none (CPU not saturated)" + note }
-        return (loadgenCores >= serverCores + infraCores ? "load generator (CPU)" : "server (CPU)") + note
+        if otherCores > 0.25 { note += String(format: "; other processes used %.2f cores", otherCores) }
+        if saturated {
+            return (loadgenCores >= serverCores + infraCores ? "load generator (CPU)" : "server (CPU)") + note
+        }
+        if let publisher, publisher.sendRate < 0.95 * rate {
+            let heldUp = publisher.waitedForConnection * 100 > publisher.attempted
+            return (heldUp ? "server (slow answers)" : "load generator (publisher)") + note
+        }
+        return "none (CPU not saturated)" + note
     }
 }
