@@ -16,23 +16,12 @@ extension ClientSink {
 }
 
 /// One text frame on its way to one or many clients. Sinks of a group send get the same
-/// instance, so a transport encodes it once (`encoded`) rather than once per member.
+/// instance, so a transport can tell it is one frame and encode it once, not once per member.
 public final class OutboundFrame: Sendable {
     public let text: String
-    private let cache = Mutex<(any Sendable)?>(nil)
 
     public init(_ text: String) {
         self.text = text
-    }
-
-    /// The frame in a transport's form, made by the first caller and kept for the others.
-    public func encoded<Encoded: Sendable>(_ make: (String) -> Encoded) -> Encoded {
-        cache.withLock { cached in
-            if let encoded = cached as? Encoded { return encoded }
-            let encoded = make(text)
-            cached = encoded
-            return encoded
-        }
     }
 }
 

@@ -182,7 +182,8 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
                 var buffer = context.channel.allocator.buffer(capacity: 2)
                 buffer.writeInteger(code)
                 let echo = WebSocketFrame(fin: true, opcode: .connectionClose, data: buffer)
-                context.writeAndFlush(wrapOutboundOut(echo)).whenComplete { _ in context.close(promise: nil) }
+                let channel = context.channel
+                context.writeAndFlush(wrapOutboundOut(echo)).whenComplete { _ in channel.close(promise: nil) }
             }
         default:
             closing.store(true, ordering: .relaxed)
@@ -240,10 +241,10 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
 
     /// Called by the outbox on the event loop: writes one pushed frame. Answers true when the
     /// session needs a flush at the end of the outbox's pass (the first frame of the pass).
-    func writeQueued(_ frame: OutboundFrame) -> Bool {
+    func writeQueued(_ payload: ByteBuffer) -> Bool {
         queued.subtract(1, ordering: .relaxed)
         guard let context, !closeSent else { return false }
-        write(frame, context: context)
+        write(payload, context: context)
         if context.channel.isWritable {
             backlog = 0
         } else {
@@ -264,8 +265,10 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
     }
 
     private func write(_ frame: OutboundFrame, context: ChannelHandlerContext) {
-        // One buffer per frame, shared by every member of a group send (ByteBuffer is copy-on-write).
-        let payload = frame.encoded { ByteBufferAllocator().buffer(string: $0) }
+        write(context.channel.allocator.buffer(string: frame.text), context: context)
+    }
+
+    private func write(_ payload: ByteBuffer, context: ChannelHandlerContext) {
         context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: payload)), promise: nil)
         node.metrics.framesSent.increment()
     }
@@ -334,9 +337,20 @@ final class LoopOutbox: Sendable {
             defer { pending.items.removeAll(keepingCapacity: true) }
             return pending.items
         }
+        // One buffer per frame and event loop: the members of a group send on this loop share
+        // it (ByteBuffer is copy-on-write), and no other thread retains it meanwhile.
+        var buffers: [ObjectIdentifier: ByteBuffer] = [:]
         var toFlush: [WebSocketSession] = []
-        for item in items where item.session.writeQueued(item.frame) {
-            toFlush.append(item.session)
+        for item in items {
+            let key = ObjectIdentifier(item.frame)
+            let payload: ByteBuffer
+            if let shared = buffers[key] {
+                payload = shared
+            } else {
+                payload = ByteBufferAllocator().buffer(string: item.frame.text)
+                buffers[key] = payload
+            }
+            if item.session.writeQueued(payload) { toFlush.append(item.session) }
         }
         for session in toFlush { session.flushQueued() }
     }
