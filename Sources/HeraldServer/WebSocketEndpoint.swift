@@ -69,8 +69,15 @@ struct WebSocketKeeper: Service {
         await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .nanoseconds(tick))
+                // One hop per event loop, not one per client.
+                var byLoop: [ObjectIdentifier: (loop: any EventLoop, sessions: [WebSocketSession])] = [:]
                 for case let session as WebSocketSession in node.registry.allSinks() {
-                    session.keepAlive(pingInterval: ping, idleTimeout: idle)
+                    byLoop[ObjectIdentifier(session.eventLoop), default: (session.eventLoop, [])].sessions.append(session)
+                }
+                for (loop, sessions) in byLoop.values {
+                    loop.execute {
+                        for session in sessions { session.keepAlive(pingInterval: ping, idleTimeout: idle) }
+                    }
                 }
             }
         }

@@ -213,18 +213,13 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
 
     // MARK: Keep-alive (called by WebSocketKeeper)
 
+    var eventLoop: any EventLoop { channel.eventLoop }
+
     /// Pings when a ping is due, and closes a client that sent nothing, not even a pong, for the
     /// idle timeout. (A late pong is not a dead client: a busy client reads its backlog first.)
-    /// Any thread.
+    /// On the session's event loop (the keeper visits each loop once per tick).
     func keepAlive(pingInterval: TimeAmount, idleTimeout: TimeAmount) {
-        guard !closing.load(ordering: .relaxed) else { return }
-        onLoop { session, context in
-            session.checkAlive(pingInterval: pingInterval, idleTimeout: idleTimeout, context: context)
-        }
-    }
-
-    private func checkAlive(pingInterval: TimeAmount, idleTimeout: TimeAmount, context: ChannelHandlerContext) {
-        guard !closing.load(ordering: .relaxed) else { return }
+        guard let context, !closing.load(ordering: .relaxed) else { return }
         let now = NIODeadline.now()
         if now - lastInbound >= idleTimeout {
             closing.store(true, ordering: .relaxed)
