@@ -12,10 +12,7 @@ struct ConnectionsScenario: Sendable {
         let pssBefore = env.serverPSS
         let meter = env.meter
         let before = try await meter.sample()
-        let connected = try await env.loadgen.connect(
-            total: clients, endpoints: env.clientEndpoints, pathTemplate: env.target.unicastPath,
-            expectWelcome: env.target.expectWelcome, keepaliveSeconds: env.target.keepaliveSeconds,
-            concurrency: env.connectConcurrency)
+        var (connected, errors) = try await env.connectClients(clients, path: env.target.unicastPath, noun: "clients")
         let after = try await meter.sample()
         try await ScenarioEnvironment.sleep(holdSeconds)
         let rssAfter = env.serverRSS
@@ -25,8 +22,6 @@ struct ConnectionsScenario: Sendable {
         try await env.loadgen.closeAll()
         _ = try? await http.shutdown().get()
 
-        var errors = connected.errors
-        if connected.failed > 0 { errors.insert("\(connected.failed) of \(clients) clients failed to connect", at: 0) }
         let closes = stats.serverCloses.values.reduce(0, +)
         if closes > 0 { errors.append("the server closed \(closes) idle clients: \(stats.serverCloses)") }
         let cpu = meter.figures(from: before, to: after)

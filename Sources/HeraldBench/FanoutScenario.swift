@@ -14,12 +14,7 @@ struct FanoutScenario: Sendable {
     func run(_ env: ScenarioEnvironment) async throws -> FanoutResult {
         let http = env.httpPool()
         try await env.target.prepare(http)
-        let connected = try await env.loadgen.connect(
-            total: members, endpoints: env.clientEndpoints, pathTemplate: env.target.groupPath,
-            expectWelcome: env.target.expectWelcome, keepaliveSeconds: env.target.keepaliveSeconds,
-            concurrency: env.connectConcurrency)
-        var errors = connected.errors
-        if connected.failed > 0 { errors.insert("\(connected.failed) of \(members) members failed to connect", at: 0) }
+        var (connected, errors) = try await env.connectClients(members, path: env.target.groupPath, noun: "members")
 
         // Herald: bind every member; each bind announces the newcomer to every member (presence).
         let joinStart = ContinuousClock.now

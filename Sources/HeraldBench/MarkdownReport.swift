@@ -84,12 +84,7 @@ struct MarkdownReport {
             for s in run.fanout?.steps ?? [] {
                 md += "| \(Format.label(run.target)) | \(Format.count(s.rate)) msg/s "
                 md += "| \(Format.count(s.deliveriesPerSecond)) (\(Format.count(s.offeredDeliveriesPerSecond))) "
-                md +=
-                    "| \(Format.ms(s.latency.p50)) | \(Format.ms(s.latency.p99)) | \(Format.ms(s.latency.p999)) | \(Format.ms(s.latency.max)) "
-                md +=
-                    "| \(Format.ms(s.publishAck.p99)) | \(s.lost) | \(s.publishErrors) | \(Format.cores(s.cpu.serverCores)) "
-                md +=
-                    "| \(Format.cores(s.cpu.infraCores)) | \(Format.cores(s.cpu.loadgenCores)) | \(s.bottleneck) | \(s.keptUp ? "kept up" : s.verdict) |\n"
+                md += measuredCells(s) + "| \(s.keptUp ? "kept up" : s.verdict) |\n"
             }
         }
         md += "\nFilling the group: "
@@ -127,15 +122,17 @@ struct MarkdownReport {
         for run in runs {
             for s in run.unicast?.steps ?? [] {
                 md += "| \(Format.label(run.target)) | \(Format.count(s.rate))/s | \(Format.count(s.sendRate)) "
-                md +=
-                    "| \(Format.ms(s.latency.p50)) | \(Format.ms(s.latency.p99)) | \(Format.ms(s.latency.p999)) | \(Format.ms(s.latency.max)) "
-                md +=
-                    "| \(Format.ms(s.publishAck.p99)) | \(s.lost) | \(s.publishErrors) | \(Format.cores(s.cpu.serverCores)) "
-                md +=
-                    "| \(Format.cores(s.cpu.infraCores)) | \(Format.cores(s.cpu.loadgenCores)) | \(s.bottleneck) | \(s.passed ? "pass" : s.verdict) |\n"
+                md += measuredCells(s) + "| \(s.passed ? "pass" : s.verdict) |\n"
             }
         }
         return md + notes(runs) + "\n"
+    }
+
+    /// The cells a fan-out step and a unicast step share: latency, answers, losses, CPU, bottleneck.
+    private func measuredCells(_ s: some MeasuredStep) -> String {
+        "| \(Format.ms(s.latency.p50)) | \(Format.ms(s.latency.p99)) | \(Format.ms(s.latency.p999)) | \(Format.ms(s.latency.max)) "
+            + "| \(Format.ms(s.publishAck.p99)) | \(s.lost) | \(s.publishErrors) | \(Format.cores(s.cpu.serverCores)) "
+            + "| \(Format.cores(s.cpu.infraCores)) | \(Format.cores(s.cpu.loadgenCores)) | \(s.bottleneck) "
     }
 
     private func warmups(_ warmups: [(String, WarmupResult)]) -> String {

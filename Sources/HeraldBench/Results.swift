@@ -76,6 +76,19 @@ struct FanoutStep: Codable, Sendable {
     var errors: [String]
 }
 
+/// What a fan-out step and a unicast step both measure.
+protocol MeasuredStep {
+    var latency: LatencySummary { get }
+    var publishAck: LatencySummary { get }
+    var lost: UInt64 { get }
+    var publishErrors: Int { get }
+    var cpu: CPUFigures { get }
+    var bottleneck: String { get }
+}
+
+extension FanoutStep: MeasuredStep {}
+extension UnicastStep: MeasuredStep {}
+
 struct UnicastStep: Codable, Sendable {
     var rate: Double
     var seconds: Double

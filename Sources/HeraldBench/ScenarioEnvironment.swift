@@ -22,6 +22,19 @@ struct ScenarioEnvironment: Sendable {
             eventLoop: publisherLoop, endpoint: publishEndpoint, maxConnections: connections ?? publisherConnections)
     }
 
+    /// Connects `total` clients to `path`, spread over the workers; `errors` leads with how many
+    /// failed to connect, naming them `noun` ("clients", "members").
+    func connectClients(_ total: Int, path: String, noun: String) async throws -> (
+        connected: LoadGenerator.Connected, errors: [String]
+    ) {
+        let connected = try await loadgen.connect(
+            total: total, endpoints: clientEndpoints, pathTemplate: path, expectWelcome: target.expectWelcome,
+            keepaliveSeconds: target.keepaliveSeconds, concurrency: connectConcurrency)
+        var errors = connected.errors
+        if connected.failed > 0 { errors.insert("\(connected.failed) of \(total) \(noun) failed to connect", at: 0) }
+        return (connected, errors)
+    }
+
     var serverRSS: UInt64 { server.compactMap { ProcFS.rssBytes(pid: $0.pid) }.reduce(0, +) }
     var serverPSS: UInt64 { server.compactMap { ProcFS.pssBytes(pid: $0.pid) }.reduce(0, +) }
 

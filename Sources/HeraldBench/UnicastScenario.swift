@@ -11,14 +11,7 @@ struct UnicastScenario: Sendable {
     func run(_ env: ScenarioEnvironment) async throws -> UnicastResult {
         let http = env.httpPool()
         try await env.target.prepare(http)
-        let connected = try await env.loadgen.connect(
-            total: clients, endpoints: env.clientEndpoints, pathTemplate: env.target.unicastPath,
-            expectWelcome: env.target.expectWelcome, keepaliveSeconds: env.target.keepaliveSeconds,
-            concurrency: env.connectConcurrency)
-        var connectErrors = connected.errors
-        if connected.failed > 0 {
-            connectErrors.insert("\(connected.failed) of \(clients) clients failed to connect", at: 0)
-        }
+        var (connected, connectErrors) = try await env.connectClients(clients, path: env.target.unicastPath, noun: "clients")
         // Publish only to clients that are there (Nchan's channels exist for every index).
         let reachable: [Int] =
             env.target.expectWelcome
