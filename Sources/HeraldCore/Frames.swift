@@ -1,17 +1,5 @@
 import Foundation
 
-/// The frame a client receives for a pushed message (go-websocket's envelope plus `ts`).
-struct PushFrame: Encodable {
-    var messageId: String
-    var sendUserId: String
-    var code: Int
-    var msg: String
-    var data: JSONValue
-    var groupName: String?
-    var ts: Int64
-    var redelivered: Bool?
-}
-
 /// Who came or went, as group members see it in presence frames.
 public struct PresenceInfo: Sendable, Hashable, Codable {
     public var clientId: String
@@ -54,12 +42,28 @@ struct ClientIDData: Encodable {
 
 /// Encodes the frames the server writes to clients.
 public enum FrameEncoding {
+    /// Our own frame types: plain strings, numbers and flags, never a client's `data`, so the
+    /// encoder has nothing it could refuse; should it ever, the answer is an empty object.
     public static func encode(_ value: some Encodable) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
-        // Encoding our own frame types cannot fail: every field is a plain JSON value.
-        let data = try! encoder.encode(value)
+        guard let data = try? encoder.encode(value) else { return "{}" }
         return String(decoding: data, as: UTF8.self)
+    }
+
+    /// The frame a client receives for a pushed message (go-websocket's envelope plus `ts`),
+    /// keys sorted, `data` spliced in as the business system sent it.
+    public static func push(messageId: String, payload: PushPayload, groupName: String?, ts: Int64, redelivered: Bool) -> String {
+        JSONWriter.object(capacity: payload.data.text.utf8.count + payload.msg.utf8.count + 160) { w in
+            w.member("code", payload.code)
+            w.member("data", payload.data)
+            if let groupName { w.member("groupName", groupName) }
+            w.member("messageId", messageId)
+            w.member("msg", payload.msg)
+            if redelivered { w.member("redelivered", true) }
+            w.member("sendUserId", payload.sendUserId)
+            w.member("ts", ts)
+        }
     }
 
     /// `{"code":0,"msg":"success","data":{"clientId":…}}`, the first frame of a connection.

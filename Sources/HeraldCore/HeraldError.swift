@@ -46,6 +46,8 @@ public struct HeraldError: Error, Sendable, Equatable, CustomStringConvertible {
     public static func alreadyRegistered(_ id: String) -> HeraldError {
         HeraldError(code: 4090, status: 409, message: "systemId \(id) is already registered")
     }
+    public static let idempotencyConflict = HeraldError(
+        code: 4091, status: 409, message: "Idempotency-Key was already used with a different request body")
     public static func tooLarge(_ limit: Int) -> HeraldError {
         HeraldError(code: 4130, status: 413, message: "body or message larger than \(limit) bytes")
     }

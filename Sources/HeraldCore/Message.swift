@@ -1,17 +1,23 @@
 import Foundation
 
 /// What a business system asked to push: the fields of the push frame it controls.
-public struct PushPayload: Sendable, Hashable, Codable {
+public struct PushPayload: Sendable, Hashable {
     public var sendUserId: String
     public var code: Int
     public var msg: String
-    public var data: JSONValue
+    /// Carried as the business system sent it (see `RawJSON`).
+    public var data: RawJSON
 
-    public init(sendUserId: String = "", code: Int = 0, msg: String = "", data: JSONValue = .null) {
+    public init(sendUserId: String = "", code: Int = 0, msg: String = "", data: RawJSON = .jsonNull) {
         self.sendUserId = sendUserId
         self.code = code
         self.msg = msg
         self.data = data
+    }
+
+    /// A payload whose `data` Herald builds itself (tests, tools).
+    public init(sendUserId: String = "", code: Int = 0, msg: String = "", data: JSONValue) {
+        self.init(sendUserId: sendUserId, code: code, msg: msg, data: data.rawJSON)
     }
 }
 
@@ -98,10 +104,8 @@ public struct BusMessage: Sendable, Hashable {
     /// The push frame a client receives, encoded once and shared by every recipient.
     public func pushFrame() -> String? {
         guard case .push(let payload) = body else { return nil }
-        let frame = PushFrame(
-            messageId: messageId, sendUserId: payload.sendUserId, code: payload.code, msg: payload.msg,
-            data: payload.data, groupName: groupName, ts: acceptedAt, redelivered: redelivered ? true : nil)
-        return FrameEncoding.encode(frame)
+        return FrameEncoding.push(
+            messageId: messageId, payload: payload, groupName: groupName, ts: acceptedAt, redelivered: redelivered)
     }
 }
 

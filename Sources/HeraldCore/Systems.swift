@@ -43,6 +43,27 @@ public struct SystemRecord: Sendable, Hashable, Codable {
     }
 }
 
+/// What a system ID may be: 1-64 bytes of `[A-Za-z0-9._:-]`. ASCII only, so Swift's `String`
+/// equality (canonical equivalence: the Kelvin sign equals "K") and etcd's byte comparison
+/// agree on which IDs are the same, and no ID can pass for another.
+public enum SystemIDRule {
+    public static let maxBytes = 64
+    public static let description = "1-64 characters of A-Z a-z 0-9 . _ : -"
+
+    public static func isValid(_ id: String) -> Bool {
+        let utf8 = id.utf8
+        guard !utf8.isEmpty, utf8.count <= maxBytes else { return false }
+        return utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: ":"), UInt8(ascii: "-"):
+                true
+            default: false
+            }
+        }
+    }
+}
+
 /// Where registered systems live: memory on a standalone node, etcd in a cluster.
 public protocol SystemDirectory: Sendable {
     func register(_ record: SystemRecord) async throws(HeraldError)

@@ -3,59 +3,97 @@ import Foundation
 /// How a `BusMessage` travels between nodes (a Kafka record's value): versioned JSON.
 /// The client ID travels as its sealed text; the receiving node opens it again.
 public enum WireFormat {
-    struct Envelope: Codable {
-        var v: Int
-        var messageId: String
-        var systemId: String
-        var target: Target
-        var body: Body
-        var acceptedAt: Int64
-        var acceptedBy: String
-        var redelivered: Bool?
-    }
-
-    struct Target: Codable {
-        var kind: String
-        var id: String?
-        var name: String?
-    }
-
-    struct Body: Codable {
-        var type: String
-        var sendUserId: String?
-        var code: Int?
-        var msg: String?
-        var data: JSONValue?
-        var group: String?
-        var userId: String?
-        var extend: String?
-        var event: Int?
-        var clientId: String?
-    }
-
+    /// Writes the envelope by hand: a push's `data` goes in as the business system sent it.
     public static func encode(_ message: BusMessage) -> [UInt8] {
-        let target: Target =
+        var capacity = 256
+        if case .push(let push) = message.body { capacity += push.data.text.utf8.count + push.msg.utf8.count }
+        let text = JSONWriter.object(capacity: capacity) { w in
+            w.member("v", 1)
+            w.member("messageId", message.messageId)
+            w.member("systemId", message.systemId)
+            w.key("target")
+            w.beginObject()
             switch message.target {
-            case .client(_, let raw): Target(kind: "client", id: raw)
-            case .group(let name): Target(kind: "group", name: name)
-            case .system: Target(kind: "system")
+            case .client(_, let raw):
+                w.member("kind", "client")
+                w.member("id", raw)
+            case .group(let name):
+                w.member("kind", "group")
+                w.member("name", name)
+            case .system:
+                w.member("kind", "system")
             }
-        let body: Body =
+            w.endObject()
+            w.key("body")
+            w.beginObject()
             switch message.body {
             case .push(let push):
-                Body(type: "push", sendUserId: push.sendUserId, code: push.code, msg: push.msg, data: push.data)
+                w.member("type", "push")
+                w.member("sendUserId", push.sendUserId)
+                w.member("code", push.code)
+                w.member("msg", push.msg)
+                w.member("data", push.data)
             case .bind(let group, let userId, let extend):
-                Body(type: "bind", group: group, userId: userId, extend: extend)
-            case .unbind(let group): Body(type: "unbind", group: group)
-            case .close: Body(type: "close")
+                w.member("type", "bind")
+                w.member("group", group)
+                w.member("userId", userId)
+                w.member("extend", extend)
+            case .unbind(let group):
+                w.member("type", "unbind")
+                w.member("group", group)
+            case .close:
+                w.member("type", "close")
             case .presence(let event, let info):
-                Body(type: "presence", userId: info.userId, extend: info.extend, event: event.rawValue, clientId: info.clientId)
+                w.member("type", "presence")
+                w.member("userId", info.userId)
+                w.member("extend", info.extend)
+                w.member("event", event.rawValue)
+                w.member("clientId", info.clientId)
             }
-        let envelope = Envelope(
-            v: 1, messageId: message.messageId, systemId: message.systemId, target: target, body: body,
-            acceptedAt: message.acceptedAt, acceptedBy: message.acceptedBy, redelivered: message.redelivered ? true : nil)
-        // Plain JSON values only: encoding cannot fail.
-        return Array(try! JSONEncoder().encode(envelope))
+            w.endObject()
+            w.member("acceptedAt", message.acceptedAt)
+            w.member("acceptedBy", message.acceptedBy)
+            if message.redelivered { w.member("redelivered", true) }
+        }
+        return Array(text.utf8)
+    }
+
+    /// The parts of an envelope every reader needs, read without building a tree.
+    struct Envelope {
+        var messageId: String
+        var systemId: String
+        var targetKind: String
+        var targetId: String?
+        var targetName: String?
+        var body: JSONObjectView
+        var type: String
+        var acceptedAt: Int64
+        var acceptedBy: String
+        var redelivered: Bool
+
+        init?(_ bytes: [UInt8]) {
+            guard let root = JSONObjectView(bytes), root.integer("v") == 1,
+                let messageId = root.string("messageId"), let systemId = root.string("systemId"),
+                let target = root.object("target"), let targetKind = target.string("kind"),
+                let body = root.object("body"), let type = body.string("type")
+            else { return nil }
+            self.messageId = messageId
+            self.systemId = systemId
+            self.targetKind = targetKind
+            targetId = target.string("id")
+            targetName = target.string("name")
+            self.body = body
+            self.type = type
+            acceptedAt = root.integer("acceptedAt") ?? 0
+            acceptedBy = root.string("acceptedBy") ?? ""
+            redelivered = root.bool("redelivered") ?? false
+        }
+
+        var push: PushPayload {
+            PushPayload(
+                sendUserId: body.string("sendUserId") ?? "", code: body.integer("code").flatMap { Int(exactly: $0) } ?? 0,
+                msg: body.string("msg") ?? "", data: body.raw("data") ?? .jsonNull)
+        }
     }
 
     /// What ops tools see of a carried message without the client-ID key: its kind, ids,
@@ -68,72 +106,83 @@ public enum WireFormat {
         public var target: String
         public var groupName: String?
         public var clientId: String?
-        public var payload: JSONValue
+        /// The payload as a JSON object, `data` as it was sent.
+        public var payload: RawJSON
         public var acceptedAt: Int64
         public var acceptedBy: String
         public var redelivered: Bool
     }
 
+    /// The inspection of a message this node holds (the standalone journal's records). Our own
+    /// encoding always reads back; the fallback only keeps this total.
+    public static func inspection(of message: BusMessage) -> Inspection {
+        inspect(encode(message))
+            ?? Inspection(
+                messageId: message.messageId, systemId: message.systemId, kind: message.kind,
+                target: message.target.description, groupName: message.groupName, clientId: nil, payload: .jsonNull,
+                acceptedAt: message.acceptedAt, acceptedBy: message.acceptedBy, redelivered: message.redelivered)
+    }
+
     public static func inspect(_ bytes: [UInt8]) -> Inspection? {
-        guard let envelope = try? JSONDecoder().decode(Envelope.self, from: Data(bytes)), envelope.v == 1 else {
-            return nil
-        }
+        guard let envelope = Envelope(bytes) else { return nil }
         let b = envelope.body
-        let isPush = b.type == "push"
+        let isPush = envelope.type == "push"
         let kind: MessageKind
         let target: String
-        switch envelope.target.kind {
+        switch envelope.targetKind {
         case "client":
-            target = envelope.target.id ?? ""
-            kind = isPush ? .unicast : (MessageKind(rawValue: b.type) ?? .unicast)
+            target = envelope.targetId ?? ""
+            kind = isPush ? .unicast : (MessageKind(rawValue: envelope.type) ?? .unicast)
         case "group":
-            target = envelope.target.name ?? ""
+            target = envelope.targetName ?? ""
             kind = isPush ? .group : .presence
         default:
             target = "*"
             kind = .system
         }
-        let payload: JSONValue
-        switch b.type {
-        case "push":
-            payload = .object([
-                "sendUserId": .string(b.sendUserId ?? ""), "code": .integer(Int64(b.code ?? 0)), "msg": .string(b.msg ?? ""),
-                "data": b.data ?? .null,
-            ])
-        case "bind":
-            payload = .object([
-                "groupName": .string(b.group ?? ""), "userId": .string(b.userId ?? ""), "extend": .string(b.extend ?? ""),
-            ])
-        case "unbind":
-            payload = .object(["groupName": .string(b.group ?? "")])
-        case "presence":
-            payload = .object([
-                "code": .integer(Int64(b.event ?? 0)), "clientId": .string(b.clientId ?? ""),
-                "userId": .string(b.userId ?? ""), "extend": .string(b.extend ?? ""),
-            ])
-        default:
-            payload = .null
+        let hasPayload = ["push", "bind", "unbind", "presence"].contains(envelope.type)
+        let payload = JSONWriter.object { w in
+            switch envelope.type {
+            case "push":
+                let push = envelope.push
+                w.member("code", push.code)
+                w.member("data", push.data)
+                w.member("msg", push.msg)
+                w.member("sendUserId", push.sendUserId)
+            case "bind":
+                w.member("extend", b.string("extend") ?? "")
+                w.member("groupName", b.string("group") ?? "")
+                w.member("userId", b.string("userId") ?? "")
+            case "unbind":
+                w.member("groupName", b.string("group") ?? "")
+            case "presence":
+                w.member("clientId", b.string("clientId") ?? "")
+                w.member("code", b.integer("event") ?? 0)
+                w.member("extend", b.string("extend") ?? "")
+                w.member("userId", b.string("userId") ?? "")
+            default:
+                break
+            }
         }
-        let group = envelope.target.kind == "group" ? envelope.target.name : b.group
+        let group = envelope.targetKind == "group" ? envelope.targetName : b.string("group")
         return Inspection(
             messageId: envelope.messageId, systemId: envelope.systemId, kind: kind, target: target, groupName: group,
-            clientId: envelope.target.kind == "client" ? envelope.target.id : nil, payload: payload,
-            acceptedAt: envelope.acceptedAt, acceptedBy: envelope.acceptedBy, redelivered: envelope.redelivered ?? false)
+            clientId: envelope.targetKind == "client" ? envelope.targetId : nil,
+            payload: hasPayload ? RawJSON(trusted: payload) : .jsonNull,
+            acceptedAt: envelope.acceptedAt, acceptedBy: envelope.acceptedBy, redelivered: envelope.redelivered)
     }
 
     /// Decodes a record's value; nil for anything malformed, of an unknown version, or whose
     /// client ID this node cannot open.
     public static func decode(_ bytes: [UInt8], codec: ClientIDCodec) -> BusMessage? {
-        guard let envelope = try? JSONDecoder().decode(Envelope.self, from: Data(bytes)), envelope.v == 1 else {
-            return nil
-        }
+        guard let envelope = Envelope(bytes) else { return nil }
         let target: MessageTarget
-        switch envelope.target.kind {
+        switch envelope.targetKind {
         case "client":
-            guard let raw = envelope.target.id, let id = try? codec.open(raw) else { return nil }
+            guard let raw = envelope.targetId, let id = try? codec.open(raw) else { return nil }
             target = .client(id, raw: raw)
         case "group":
-            guard let name = envelope.target.name else { return nil }
+            guard let name = envelope.targetName else { return nil }
             target = .group(name)
         case "system":
             target = .system
@@ -142,25 +191,26 @@ public enum WireFormat {
         }
         let b = envelope.body
         let body: MessageBody
-        switch b.type {
+        switch envelope.type {
         case "push":
-            body = .push(PushPayload(sendUserId: b.sendUserId ?? "", code: b.code ?? 0, msg: b.msg ?? "", data: b.data ?? .null))
+            body = .push(envelope.push)
         case "bind":
-            guard let group = b.group else { return nil }
-            body = .bind(group: group, userId: b.userId ?? "", extend: b.extend ?? "")
+            guard let group = b.string("group") else { return nil }
+            body = .bind(group: group, userId: b.string("userId") ?? "", extend: b.string("extend") ?? "")
         case "unbind":
-            guard let group = b.group else { return nil }
+            guard let group = b.string("group") else { return nil }
             body = .unbind(group: group)
         case "close":
             body = .close
         case "presence":
-            guard let event = b.event.flatMap(PresenceEvent.init(rawValue:)), let clientId = b.clientId else { return nil }
-            body = .presence(event, PresenceInfo(clientId: clientId, userId: b.userId ?? "", extend: b.extend ?? ""))
+            guard let event = b.integer("event").flatMap({ PresenceEvent(rawValue: Int($0)) }), let clientId = b.string("clientId")
+            else { return nil }
+            body = .presence(event, PresenceInfo(clientId: clientId, userId: b.string("userId") ?? "", extend: b.string("extend") ?? ""))
         default:
             return nil
         }
         return BusMessage(
             messageId: envelope.messageId, systemId: envelope.systemId, target: target, body: body,
-            acceptedAt: envelope.acceptedAt, acceptedBy: envelope.acceptedBy, redelivered: envelope.redelivered ?? false)
+            acceptedAt: envelope.acceptedAt, acceptedBy: envelope.acceptedBy, redelivered: envelope.redelivered)
     }
 }

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import HeraldCore
 import Hummingbird
@@ -12,20 +13,23 @@ struct APIController: Sendable {
         send(api, "send_to_client") { request, systemId in
             let body = try await request.decodeJSON(SendRequest.self, limit: self.limit)
             let clientId = try required(body.clientId, "clientId")
-            let messageId = try await self.node.router.sendToClient(systemId: systemId, clientId: clientId, payload: body.send.payload)
+            let messageId = try await self.node.router.sendToClient(
+                systemId: systemId, clientId: clientId, payload: body.send.payload)
             return .success(["messageId": messageId])
         }
         send(api, "send_to_clients") { request, systemId in
             let body = try await request.decodeJSON(SendRequest.self, limit: self.limit)
             guard let clientIds = body.clientIds else { throw HeraldError.invalidField("clientIds", "must be an array of client IDs") }
-            let result = try await self.node.router.sendToClients(systemId: systemId, clientIds: clientIds, payload: body.send.payload)
+            let result = try await self.node.router.sendToClients(
+                systemId: systemId, clientIds: clientIds, payload: body.send.payload)
             let failed = result.failed.map { FailedClient(clientId: $0.clientId, code: $0.error.code, msg: $0.error.message) }
             return .success(BatchAnswer(messageId: result.messageId, failed: failed))
         }
         send(api, "send_to_group") { request, systemId in
             let body = try await request.decodeJSON(SendRequest.self, limit: self.limit)
             let group = try required(body.groupName, "groupName")
-            let messageId = try await self.node.router.sendToGroup(systemId: systemId, group: group, payload: body.send.payload)
+            let messageId = try await self.node.router.sendToGroup(
+                systemId: systemId, group: group, payload: body.send.payload)
             return .success(["messageId": messageId])
         }
         send(api, "send_to_system") { request, systemId in
@@ -93,13 +97,17 @@ struct APIController: Sendable {
             guard let key = request.header("Idempotency-Key"), !key.isEmpty else {
                 return try await handler(request, systemId).response
             }
+            guard key.utf8.count <= FieldLimits.idempotencyKeyBytes else {
+                throw HeraldError.invalidField("Idempotency-Key", "header must be at most \(FieldLimits.idempotencyKeyBytes) bytes")
+            }
             // The body is read before the cache is consulted so a repeat never streams twice.
             var collected = request
-            _ = try await collected.collectBody(upTo: self.limit + 1)
+            let body = try await collected.collectBody(upTo: self.limit + 1)
+            let fingerprint = Array(SHA256.hash(data: Array(body.readableBytesView)))
             let replayable = collected
             // A 5xx (the fabric was unavailable) is not remembered: the retry it invites must run.
-            let answer = await self.node.idempotency.answer(
-                for: "\(systemId)\n\(path)\n\(key)", keep: { $0.status < 500 }
+            let outcome = await self.node.idempotency.answer(
+                for: "\(systemId)\n\(path)\n\(key)", fingerprint: fingerprint, keep: { $0.status < 500 }
             ) {
                 do {
                     return try await handler(replayable, systemId)
@@ -109,6 +117,7 @@ struct APIController: Sendable {
                     return .failure(.malformedJSON("\(error)"))
                 }
             }
+            guard case .answered(let answer) = outcome else { throw HeraldError.idempotencyConflict }
             return answer.response
         }
     }
@@ -117,6 +126,9 @@ struct APIController: Sendable {
     private func authenticate(_ request: Request) async throws -> String {
         guard let systemId = request.header("SystemId"), !systemId.isEmpty else {
             throw HeraldError.invalidField("SystemId", "header is required")
+        }
+        guard SystemIDRule.isValid(systemId) else {
+            throw HeraldError.invalidField("SystemId", "header must be \(SystemIDRule.description)")
         }
         guard let system = try await node.systems.lookup(systemId) else { throw HeraldError.unknownSystem(systemId) }
         guard system.accepts(secret: request.bearerToken) else {
@@ -134,17 +146,20 @@ struct APIController: Sendable {
         }
         let body = try await request.decodeJSON(RegisterRequest.self, limit: limit)
         let systemId = try required(body.systemId, "systemId")
-        guard systemId.utf8.count <= 128, !systemId.contains(where: { $0.isNewline || $0 == "/" }) else {
-            throw HeraldError.invalidField("systemId", "must be at most 128 bytes, without '/' or line breaks")
+        guard SystemIDRule.isValid(systemId) else {
+            throw HeraldError.invalidField("systemId", "must be \(SystemIDRule.description)")
         }
         if let secret = body.secret, secret.isEmpty { throw HeraldError.invalidField("secret", "must not be empty") }
-        // HS256 wants a key at least as long as its output; shorter secrets can still guard the API.
-        if let secret = body.secret, body.clientAuth ?? true, secret.utf8.count < 32 {
-            throw HeraldError.invalidField(
-                "secret", "must be at least 32 bytes to sign client tokens (HS256); or register with \"clientAuth\": false")
+        // A secret of any length guards the API (the contract's register shape). Client JWT auth
+        // is opt-in, and HS256 wants a key at least as long as its output.
+        let clientAuth = body.clientAuth ?? false
+        if clientAuth {
+            guard let secret = body.secret, secret.utf8.count >= 32 else {
+                throw HeraldError.invalidField(
+                    "secret", "must be at least 32 bytes when \"clientAuth\" is true (it signs client tokens, HS256)")
+            }
         }
-        let record = SystemRecord(
-            systemId: systemId, secret: body.secret, clientAuth: body.clientAuth ?? true, sealer: node.router.codec)
+        let record = SystemRecord(systemId: systemId, secret: body.secret, clientAuth: clientAuth, sealer: node.router.codec)
         try await node.systems.register(record)
         node.logger.info("system registered", metadata: ["system": .string(systemId), "clientAuth": "\(record.clientAuth)"])
         return APIAnswer.success.response

@@ -27,8 +27,12 @@ struct APIAnswer: Sendable {
     static func encode(_ value: some Encodable) -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
-        // Our envelopes hold only plain JSON values, so encoding cannot fail.
-        return try! encoder.encode(value)
+        // Our envelopes hold only plain JSON values (never a client's `data`); should encoding
+        // ever fail, the answer is still the contract's shape.
+        guard let body = try? encoder.encode(value) else {
+            return Data(#"{"code":5000,"msg":"the answer could not be encoded","data":null}"#.utf8)
+        }
+        return body
     }
 
     var response: Response {

@@ -22,7 +22,7 @@ final class HeraldNodeServices: Sendable {
     let cluster: ClusterFabric?
     let tokens: TokenVerifier
     let rateLimiter: RateLimiter
-    let idempotency = IdempotencyCache<APIAnswer>()
+    let idempotency = IdempotencyCache<APIAnswer>(weight: { $0.body.count })
     let metrics = HeraldMetrics()
     let serials = Atomic<UInt64>(0)
     /// Where WebSocket sessions queue their frames, one per event loop.

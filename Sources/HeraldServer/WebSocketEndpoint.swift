@@ -28,9 +28,19 @@ struct WebSocketEndpoint: Sendable {
         let systemId = query.get("systemId")
         let token = query.get("token")
         if node.isDraining { return .goingAway }
-        if !node.holdsSlot { return .notReady }
+        if !node.holdsSlot { return .tryAgain("node holds no slot yet; try again later") }
         guard let systemId, !systemId.isEmpty else { return .refused(code: -1001, message: "systemId is required") }
-        guard let system = try? await node.systems.lookup(systemId) else {
+        guard SystemIDRule.isValid(systemId) else {
+            return .refused(code: -1001, message: "systemId must be \(SystemIDRule.description)")
+        }
+        let found: SystemRecord?
+        do {
+            found = try await node.systems.lookup(systemId)
+        } catch {
+            // The directory could not be read (etcd away): a reason to try again, not "unknown".
+            return .tryAgain("the system directory is unavailable; try again later")
+        }
+        guard let system = found else {
             return .refused(code: -1001, message: "unknown systemId \(systemId)")
         }
         guard system.clientAuth else { return .admitted(systemId: systemId, userId: "") }

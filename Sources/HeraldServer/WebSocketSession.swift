@@ -20,7 +20,8 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
         case admitted(systemId: String, userId: String)
         case refused(code: Int, message: String)
         case goingAway
-        case notReady
+        /// Close 1013 (try again later) with this reason.
+        case tryAgain(String)
     }
 
     let serial: UInt64
@@ -80,8 +81,8 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
             sendClose(code: 1008, reason: code == 4010 ? "unauthorized" : "unknown system", context: context)
         case .goingAway:
             sendClose(code: 1001, reason: "server is shutting down", context: context)
-        case .notReady:
-            sendClose(code: 1013, reason: "node holds no slot yet; try again later", context: context)
+        case .tryAgain(let reason):
+            sendClose(code: 1013, reason: reason, context: context)
         }
     }
 

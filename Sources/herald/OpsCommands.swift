@@ -128,7 +128,7 @@ struct Replay: AsyncParsableCommand {
         let rows = lines.map {
             [
                 $0.timestamp, $0.topic, String($0.partition), String($0.offset), $0.kind, $0.messageId, $0.systemId,
-                String($0.target.prefix(24)), String(FrameEncoding.encode($0.payload).prefix(60)),
+                String($0.target.prefix(24)), String($0.payload.text.prefix(60)),
             ]
         }
         let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
