@@ -19,9 +19,13 @@ extension ClientSink {
 /// instance, so a transport can tell it is one frame and encode it once, not once per member.
 public final class OutboundFrame: Sendable {
     public let text: String
+    /// The pushed message's id, so the session can accept the client's ack for it; nil for
+    /// frames that are not pushes (presence, status).
+    public let messageId: String?
 
-    public init(_ text: String) {
+    public init(_ text: String, messageId: String? = nil) {
         self.text = text
+        self.messageId = messageId
     }
 }
 

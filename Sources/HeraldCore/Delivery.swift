@@ -79,8 +79,8 @@ public final class Delivery: Sendable {
         }
         switch message.body {
         case .push:
-            guard let frame = message.pushFrame() else { return }
-            if connection.sink.push(frame) {
+            guard let text = message.pushFrame() else { return }
+            if connection.sink.push(OutboundFrame(text, messageId: message.messageId)) {
                 trace.record(message.messageId, TraceStep(.delivered, node: identity.nodeId, clientId: raw))
             } else {
                 drop(message, clientId: raw, reason: "slow consumer")
@@ -103,7 +103,7 @@ public final class Delivery: Sendable {
     private func fanOut(_ message: BusMessage, to sinks: [any ClientSink]) {
         // Encoded once, whatever the number of members.
         guard let text = message.pushFrame() else { return }
-        let frame = OutboundFrame(text)
+        let frame = OutboundFrame(text, messageId: message.messageId)
         var delivered = 0
         for sink in sinks where sink.push(frame) {
             delivered += 1

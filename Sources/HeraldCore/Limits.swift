@@ -3,8 +3,11 @@ import Synchronization
 
 /// Sizes of the API's fields (answered 4000 naming the field past them), defined once.
 public enum FieldLimits {
-    /// Client IDs are at most 128 characters (API.md); longer cannot be one of ours.
-    public static let clientIdBytes = 128
+    /// Client IDs are at most 128 characters (API.md). A longer value is answered 4001 like any
+    /// other foreign ID up to this size, and 4000 past it; records keep only a prefix of it.
+    public static let clientIdBytes = 1_024
+    /// What trace and journal records keep of a raw client ID the fabric did not issue.
+    public static let recordedClientIdBytes = 128
     public static let clientIdsPerSend = 1_000
     public static let groupNameBytes = 256
     public static let userIdBytes = 256

@@ -26,13 +26,25 @@ public struct TraceStep: Sendable, Hashable, Codable {
         self.topic = placement?.topic
         self.partition = placement?.partition
         self.offset = placement?.offset
-        self.clientId = clientId
+        self.clientId = clientId.map(Self.bounded)
         self.count = count
         self.reason = reason
     }
 }
 
 extension TraceStep {
+    /// A raw client ID as a trace keeps it: ours fit; a longer one is cut to a prefix.
+    static func bounded(_ raw: String) -> String {
+        let utf8 = raw.utf8
+        guard utf8.count > FieldLimits.recordedClientIdBytes else { return raw }
+        return String(decoding: utf8.prefix(FieldLimits.recordedClientIdBytes), as: UTF8.self) + "…"
+    }
+
+    /// Roughly what the step holds in memory, for byte bounds.
+    var approximateBytes: Int {
+        96 + node.utf8.count + (topic?.utf8.count ?? 0) + (clientId?.utf8.count ?? 0) + (reason?.utf8.count ?? 0)
+    }
+
     /// Steps sorted by time; steps of the same millisecond in the order of a message's path.
     public static func inPathOrder(_ steps: [TraceStep]) -> [TraceStep] {
         let rank: [Kind: Int] = [.accepted: 0, .produced: 1, .redelivered: 2, .delivered: 3, .dropped: 4, .acked: 5]
@@ -64,35 +76,50 @@ public protocol TraceRecorder: Sendable {
 public final class InMemoryTrace: TraceRecorder {
     struct State {
         var steps: [String: [TraceStep]] = [:]
+        var bytesOf: [String: Int] = [:]
         var order: [String] = []
         var head = 0
+        var bytes = 0
     }
 
     private let capacity: Int
+    private let capacityBytes: Int
     private let maxStepsPerMessage: Int
     private let state = Mutex(State())
 
-    public init(capacity: Int = 100_000, maxStepsPerMessage: Int = 256) {
+    /// At most `capacity` messages and about `capacityBytes` of steps; the oldest go first.
+    public init(capacity: Int = 100_000, capacityBytes: Int = 64 << 20, maxStepsPerMessage: Int = 256) {
         self.capacity = max(1, capacity)
+        self.capacityBytes = max(1024, capacityBytes)
         self.maxStepsPerMessage = maxStepsPerMessage
     }
+
+    public var bytes: Int { state.withLock { $0.bytes } }
 
     public func record(_ messageId: String, _ step: TraceStep) {
         state.withLock { state in
             if state.steps[messageId] == nil {
                 state.order.append(messageId)
-                if state.order.count - state.head > capacity {
-                    state.steps[state.order[state.head]] = nil
-                    state.head += 1
-                    // Compact now and then so the order list does not grow without bound.
-                    if state.head > capacity {
-                        state.order.removeFirst(state.head)
-                        state.head = 0
-                    }
-                }
+                state.steps[messageId] = []
+                let idBytes = messageId.utf8.count + 64
+                state.bytesOf[messageId] = idBytes
+                state.bytes += idBytes
             }
             if state.steps[messageId, default: []].count < maxStepsPerMessage {
                 state.steps[messageId, default: []].append(step)
+                state.bytesOf[messageId, default: 0] += step.approximateBytes
+                state.bytes += step.approximateBytes
+            }
+            while state.order.count - state.head > capacity || (state.bytes > capacityBytes && state.order.count - state.head > 1) {
+                let oldest = state.order[state.head]
+                state.steps[oldest] = nil
+                state.bytes -= state.bytesOf.removeValue(forKey: oldest) ?? 0
+                state.head += 1
+            }
+            // Compact now and then so the order list does not grow without bound.
+            if state.head > capacity / 2 + 1 {
+                state.order.removeFirst(state.head)
+                state.head = 0
             }
         }
     }

@@ -46,6 +46,8 @@ struct APIAnswer: Sendable {
 /// or leaks a framework error page.
 struct APIErrorMiddleware: RouterMiddleware {
     typealias Context = HeraldRequestContext
+    /// To tell "no such route" (404) from "not with this method" (405 with `Allow`).
+    let routes: RouteTable
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
@@ -53,7 +55,17 @@ struct APIErrorMiddleware: RouterMiddleware {
         } catch let error as HeraldError {
             return APIAnswer.failure(error).response
         } catch let error as HTTPError where error.status == .notFound {
-            return APIAnswer.failure(HeraldError(code: 4004, status: 404, message: "no route \(request.uri.path)")).response
+            var methods = routes.methods(for: request.uri.path)
+            if methods.contains("GET") { methods.append("HEAD") }
+            guard !methods.isEmpty, !methods.contains(request.method.rawValue) else {
+                return APIAnswer.failure(HeraldError(code: 4004, status: 404, message: "no route \(request.uri.path)")).response
+            }
+            let allow = Set(methods).sorted().joined(separator: ", ")
+            var response = APIAnswer.failure(
+                HeraldError(code: 4050, status: 405, message: "\(request.method) not allowed on \(request.uri.path): use \(allow)")
+            ).response
+            response.headers[.allow] = allow
+            return response
         } catch let error as HTTPError {
             let status = error.status.code
             return APIAnswer.failure(HeraldError(code: status * 10, status: status, message: error.body ?? "\(error.status)")).response

@@ -16,6 +16,23 @@ public struct HeraldConfiguration: Sendable {
     public var maxFrameBytes = 64 << 10
     /// Frames waiting for one slow client before it is closed with 1013.
     public var outboundQueueLimit = 256
+    /// Bytes waiting for one slow client before it is closed with 1013.
+    public var outboundQueueBytes = 8 << 20
+    /// Frames a second one client may send on average (bursts of twice that); more closes 1008. 0 is off.
+    public var inboundFrameRate: Double = 100
+    /// Patterns of the `Origin` a WebSocket upgrade may carry (`*` any, `https://*.example.com`).
+    public var allowedOrigins = ["*"]
+    /// Patterns of the browser `Origin` an /api or /admin request may carry; none by default.
+    public var apiAllowedOrigins: [String] = []
+    /// Seconds a client has to send a whole request head (and to be admitted to a WebSocket).
+    public var headerTimeout: Double = 10
+    /// Seconds a client has to send a request body once its head arrived.
+    public var bodyTimeout: Double = 30
+    /// Seconds a kept-alive HTTP connection may wait for its next request.
+    public var keepAliveTimeout: Double = 60
+    /// Open connections (HTTP and WebSocket) this node accepts; more are answered 503 and closed.
+    /// The default leaves headroom under a 20,000-file limit for Kafka, etcd and peers.
+    public var maxConnections = 16_000
     public var pingInterval: Double = 25
     public var idleTimeout: Double = 60
     /// API calls a second per system; 0 turns the limit off.
@@ -58,6 +75,12 @@ public struct HeraldConfiguration: Sendable {
         guard outboundQueueLimit > 0 else { throw .invalid("outbound-queue", "must be positive") }
         guard pingInterval > 0 else { throw .invalid("ping-interval", "must be positive") }
         guard idleTimeout > 0 else { throw .invalid("idle-timeout", "must be positive") }
+        guard outboundQueueBytes > 0 else { throw .invalid("outbound-queue-bytes", "must be positive") }
+        guard inboundFrameRate >= 0 else { throw .invalid("inbound-frame-rate", "must be 0 (off) or positive") }
+        guard headerTimeout > 0 else { throw .invalid("header-timeout", "must be positive") }
+        guard bodyTimeout > 0 else { throw .invalid("body-timeout", "must be positive") }
+        guard keepAliveTimeout > 0 else { throw .invalid("keepalive-timeout", "must be positive") }
+        guard maxConnections > 0 else { throw .invalid("max-connections", "must be positive") }
         guard rateLimit >= 0 else { throw .invalid("rate-limit", "must be 0 (off) or positive") }
         guard journalCapacity > 0 else { throw .invalid("journal-capacity", "must be positive") }
         guard advertisedAddress.utf8.count <= ClientIDCodec.maxAddressBytes else {

@@ -16,7 +16,6 @@ struct HeraldHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     enum UpgradeResult: Sendable {
         case webSocket
         case notUpgraded(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
-        case failedUpgrade(NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>)
     }
 
     struct Value: ServerChildChannelValue {
@@ -24,26 +23,63 @@ struct HeraldHTTPChannel: ServerChildChannel, HTTPChannelHandler {
         let channel: any Channel
     }
 
+    /// What the connection handling needs of the node's settings.
+    struct Limits: Sendable {
+        var maxFrameSize: Int
+        var origins: OriginPolicy
+        var headerTimeout: TimeAmount
+        var bodyTimeout: TimeAmount
+        var keepAliveTimeout: TimeAmount
+        var connections: ConnectionLimiter
+        var metrics: HeraldMetrics
+
+        init(configuration: HeraldConfiguration, connections: ConnectionLimiter, metrics: HeraldMetrics) {
+            maxFrameSize = configuration.maxFrameBytes
+            origins = OriginPolicy(configuration.allowedOrigins)
+            headerTimeout = .milliseconds(Int64(configuration.headerTimeout * 1000))
+            bodyTimeout = .milliseconds(Int64(configuration.bodyTimeout * 1000))
+            keepAliveTimeout = .milliseconds(Int64(configuration.keepAliveTimeout * 1000))
+            self.connections = connections
+            self.metrics = metrics
+        }
+    }
+
+    struct OverCapacity: Error {}
+
     let responder: HTTPChannelHandler.Responder
     let endpoint: WebSocketEndpoint
-    let maxFrameSize: Int
+    let limits: Limits
 
-    init(responder: @escaping HTTPChannelHandler.Responder, endpoint: WebSocketEndpoint, maxFrameSize: Int) {
-        self.responder = Self.redirectingLateUpgrades(responder)
+    init(responder: @escaping HTTPChannelHandler.Responder, endpoint: WebSocketEndpoint, limits: Limits) {
+        self.responder = Self.refusingUpgrades(responder, origins: limits.origins)
         self.endpoint = endpoint
-        self.maxFrameSize = maxFrameSize
+        self.limits = limits
     }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
+            let limits = self.limits
+            guard limits.connections.admit() else {
+                // Over the cap: 503 and close, reading nothing. Counted, not logged one by one.
+                limits.metrics.connectionsOverCap.increment()
+                try channel.pipeline.syncOperations.addHandler(OverCapacityHandler())
+                return Value(upgradeResult: channel.eventLoop.makeFailedFuture(OverCapacity()), channel: channel)
+            }
+            limits.metrics.openConnections.increment()
+            channel.closeFuture.whenComplete { _ in
+                limits.connections.release()
+                limits.metrics.openConnections.decrement()
+            }
+            let deadlineHandler = HTTPDeadlineHandler(
+                headerTimeout: limits.headerTimeout, bodyTimeout: limits.bodyTimeout, keepAliveTimeout: limits.keepAliveTimeout,
+                onTimeout: { limits.metrics.httpTimeouts.increment() })
+            let deadlines = NIOLoopBound(deadlineHandler, eventLoop: channel.eventLoop)
+            let guardBox = NIOLoopBoundBox<UpgradeRequestGuard?>(nil, eventLoop: channel.eventLoop)
             // What `shouldUpgrade` decided, for the pipeline handler that runs right after it.
             let admission = NIOLoopBoundBox<WebSocketSession.Admission?>(nil, eventLoop: channel.eventLoop)
             let upgrader = NIOTypedWebSocketServerUpgrader<UpgradeResult>(
-                maxFrameSize: maxFrameSize,
+                maxFrameSize: limits.maxFrameSize,
                 shouldUpgrade: { channel, head in
-                    guard WebSocketEndpoint.isWebSocketPath(head.uri) else {
-                        return channel.eventLoop.makeSucceededFuture(nil)
-                    }
                     let promise = channel.eventLoop.makePromise(of: HTTPHeaders?.self)
                     promise.completeWithTask {
                         let decided = await endpoint.admit(uri: head.uri)
@@ -55,22 +91,25 @@ struct HeraldHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 },
                 upgradePipelineHandler: { channel, _ in
                     channel.eventLoop.makeCompletedFuture {
+                        // Admitted in time: the HTTP deadlines end here; the session keeps its own.
+                        channel.pipeline.syncOperations.removeHandler(deadlines.value, promise: nil)
+                        if let guardHandler = guardBox.value {
+                            channel.pipeline.syncOperations.removeHandler(guardHandler, promise: nil)
+                        }
                         let decided = admission.value ?? .refused(code: -1001, message: "systemId is required")
                         try channel.pipeline.syncOperations.addHandler(endpoint.session(for: decided, channel: channel))
                         return UpgradeResult.webSocket
                     }
                 })
-
-            let upgradeAttempted = NIOLoopBoundBox(false, eventLoop: channel.eventLoop)
             let serverUpgrade = NIOTypedHTTPServerUpgradeConfiguration(
-                upgraders: [upgrader],
+                upgraders: [CheckedWebSocketUpgrader(upgrader: upgrader, origins: limits.origins)],
                 notUpgradingCompletionHandler: { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
                         try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
                         let http = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
                             wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
-                        return upgradeAttempted.value ? .failedUpgrade(http) : .notUpgraded(http)
+                        return .notUpgraded(http)
                     }
                 })
             var configuration = NIOUpgradableHTTPServerPipelineConfiguration<UpgradeResult>(upgradeConfiguration: serverUpgrade)
@@ -78,6 +117,14 @@ struct HeraldHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             configuration.enableErrorHandling = false  // Hummingbird answers errors
             configuration.enableResponseHeaderValidation = false  // HTTPTypes validates already
             let negotiated = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(configuration: configuration)
+            // After the decoder and the upgrade handler: it sees request parts once the upgrade
+            // handler lets them through, and the head of a WebSocket upgrade never, so its first
+            // limit also bounds admission.
+            try channel.pipeline.syncOperations.addHandler(deadlineHandler)
+            let upgradeHandler = try channel.pipeline.syncOperations.handler(type: NIOTypedHTTPServerUpgradeHandler<UpgradeResult>.self)
+            let guardHandler = UpgradeRequestGuard(origins: limits.origins)
+            try channel.pipeline.syncOperations.addHandler(guardHandler, position: .before(upgradeHandler))
+            guardBox.value = guardHandler
             return Value(upgradeResult: negotiated, channel: channel)
         }
     }
@@ -90,51 +137,84 @@ struct HeraldHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 return
             case .notUpgraded(let http):
                 await handleHTTP(asyncChannel: http, logger: logger)
-            case .failedUpgrade(let http):
-                await refuseUpgrade(http, logger: logger)
             }
         } catch {
-            logger.debug("connection ended before its first request", metadata: ["error": "\(error)"])
+            logger.trace("connection ended before its first request", metadata: ["error": "\(error)"])
         }
     }
 
-    /// A WebSocket upgrade asked of another path than `/ws`: 400 with the contract's body, then close.
-    private func refuseUpgrade(_ http: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, logger: Logger) async {
-        let answer = APIAnswer.failure(.invalidField("path", "has no WebSocket: connect to /ws"))
-        do {
-            try await http.executeThenClose { _, outbound in
-                let head = HTTPResponse(
-                    status: .badRequest,
-                    headerFields: [.connection: "close", .contentType: "application/json", .contentLength: "\(answer.body.count)"])
-                try await outbound.write(contentsOf: [.head(head), .body(ByteBuffer(bytes: answer.body)), .end(nil)])
-            }
-        } catch {
-            logger.trace("could not answer a refused upgrade", metadata: ["error": "\(error)"])
-        }
-    }
-
-    /// NIO upgrades only a connection's first request. A client that upgrades on a kept-alive
-    /// connection is sent back to the same URL on a new one, as Hummingbird does.
-    private static func redirectingLateUpgrades(_ responder: @escaping HTTPChannelHandler.Responder) -> HTTPChannelHandler.Responder {
-        struct RedirectedUpgrade: Error {}
+    /// A request that asks for a WebSocket but was not upgraded: answered with why (400, 403 or
+    /// 426 with the contract's body), never passed on to the routes or redirected. NIO upgrades
+    /// only a connection's first request; a valid upgrade asked later on a kept-alive connection
+    /// is sent back to the same URL, on a new connection, as Hummingbird does.
+    private static func refusingUpgrades(
+        _ responder: @escaping HTTPChannelHandler.Responder, origins: OriginPolicy
+    ) -> HTTPChannelHandler.Responder {
+        struct RefusedUpgrade: Error {}
         return { request, writer, channel in
-            guard request.headers[.upgrade]?.lowercased() == "websocket" else {
+            guard request.headers[.upgrade] != nil else {
                 return try await responder(request, writer, channel)
             }
-            var location = request.uri.path
-            if let query = request.uri.query { location += "?\(query)" }
-            try await writer.writeResponse(
-                HTTPResponse(status: .temporaryRedirect, headerFields: [.connection: "close", .location: location]))
-            throw RedirectedUpgrade()
+            var headers = HTTPHeaders()
+            for field in request.headers { headers.add(name: field.name.rawName, value: field.value) }
+            let method = HTTPMethod(rawValue: request.method.rawValue)
+            if let refusal = WebSocketHandshake.check(method: method, uri: request.uri.string, headers: headers, origins: origins) {
+                let body = APIAnswer.failure(refusal.error).body
+                var fields: HTTPFields = [.connection: "close", .contentType: "application/json; charset=utf-8"]
+                for (name, value) in refusal.headers {
+                    if let name = HTTPField.Name(name) { fields[name] = value }
+                }
+                fields[.contentLength] = "\(body.count)"
+                var bodyWriter = try await writer.writeHead(HTTPResponse(status: .init(code: Int(refusal.status.code)), headerFields: fields))
+                try await bodyWriter.write(ByteBuffer(bytes: body))
+                try await bodyWriter.finish(nil)
+            } else {
+                var location = request.uri.path
+                if let query = request.uri.query { location += "?\(query)" }
+                try await writer.writeResponse(
+                    HTTPResponse(status: .temporaryRedirect, headerFields: [.connection: "close", .location: location]))
+            }
+            throw RefusedUpgrade()
         }
+    }
+}
+
+/// NIO's WebSocket upgrader behind `WebSocketHandshake.check`: a request it refuses is not
+/// upgraded (the HTTP side then answers why) instead of reaching NIO's own checks, which drop
+/// the connection without an answer.
+struct CheckedWebSocketUpgrader: NIOTypedHTTPServerProtocolUpgrader {
+    typealias UpgradeResult = HeraldHTTPChannel.UpgradeResult
+
+    let upgrader: NIOTypedWebSocketServerUpgrader<UpgradeResult>
+    let origins: OriginPolicy
+
+    var supportedProtocol: String { upgrader.supportedProtocol }
+    /// Only the Upgrade header itself: the check answers for a missing key or version.
+    var requiredUpgradeHeaders: [String] { [] }
+
+    func buildUpgradeResponse(
+        channel: any Channel, upgradeRequest: HTTPRequestHead, initialResponseHeaders: HTTPHeaders
+    ) -> EventLoopFuture<HTTPHeaders> {
+        if let refusal = WebSocketHandshake.check(
+            method: upgradeRequest.method, uri: upgradeRequest.uri, headers: upgradeRequest.headers, origins: origins)
+        {
+            // UpgradeRequestGuard answered such requests already; this only keeps NIO's checks out.
+            return channel.eventLoop.makeFailedFuture(refusal)
+        }
+        return upgrader.buildUpgradeResponse(
+            channel: channel, upgradeRequest: upgradeRequest, initialResponseHeaders: initialResponseHeaders)
+    }
+
+    func upgrade(channel: any Channel, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<UpgradeResult> {
+        upgrader.upgrade(channel: channel, upgradeRequest: upgradeRequest)
     }
 }
 
 extension HTTPServerBuilder {
     /// HTTP/1.1 with Herald's WebSocket endpoint at `/ws`.
-    static func herald(endpoint: WebSocketEndpoint, maxFrameSize: Int) -> HTTPServerBuilder {
+    static func herald(endpoint: WebSocketEndpoint, limits: HeraldHTTPChannel.Limits) -> HTTPServerBuilder {
         .init { responder in
-            HeraldHTTPChannel(responder: responder, endpoint: endpoint, maxFrameSize: maxFrameSize)
+            HeraldHTTPChannel(responder: responder, endpoint: endpoint, limits: limits)
         }
     }
 }

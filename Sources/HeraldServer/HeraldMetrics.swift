@@ -12,6 +12,13 @@ struct HeraldMetrics: Sendable {
     let slowConsumerCloses: Metrics.Counter
     let idleCloses: Metrics.Counter
     let messagesPublished: Metrics.Counter
+    /// Clients closed for breaking RFC 6455 or sending frames too fast (1002, 1007, 1008, 1009).
+    let protocolErrorCloses: Metrics.Counter
+    /// TCP connections refused at the open-connection cap, and HTTP connections cut by a timeout.
+    let connectionsOverCap: Metrics.Counter
+    let httpTimeouts: Metrics.Counter
+    /// Open TCP connections (HTTP and WebSocket).
+    let openConnections: Metrics.Meter
 
     init() {
         let registry = PrometheusCollectorRegistry()
@@ -24,6 +31,10 @@ struct HeraldMetrics: Sendable {
         slowConsumerCloses = Metrics.Counter(label: "herald_slow_consumer_closes_total", factory: factory)
         idleCloses = Metrics.Counter(label: "herald_idle_closes_total", factory: factory)
         messagesPublished = Metrics.Counter(label: "herald_messages_published_total", factory: factory)
+        protocolErrorCloses = Metrics.Counter(label: "herald_protocol_error_closes_total", factory: factory)
+        connectionsOverCap = Metrics.Counter(label: "herald_connections_over_cap_total", factory: factory)
+        httpTimeouts = Metrics.Counter(label: "herald_http_timeouts_total", factory: factory)
+        openConnections = Metrics.Meter(label: "herald_open_connections", factory: factory)
     }
 
     func exposition() -> String {

@@ -23,17 +23,23 @@ public struct HeraldNode: Sendable {
         let configuration = services.configuration
         let router = Router(context: HeraldRequestContext.self)
         router.add(middleware: MethodGuard())
-        router.add(middleware: APIErrorMiddleware())
+        router.add(middleware: OriginGuard(allowed: OriginPolicy(configuration.apiAllowedOrigins)))
+        let routeTable = RouteTable()
+        router.add(middleware: APIErrorMiddleware(routes: routeTable))
         APIController(node: services).register(to: router)
         AdminController(node: services).register(to: router)
         InternalController(node: services).register(to: router)
         WebSocketEndpoint(node: services).register(to: router)
-        RouteTable.register(on: router, node: services)
+        routeTable.register(on: router, node: services)
 
         let logger = self.logger
         let app = Application(
             router: router,
-            server: .herald(endpoint: WebSocketEndpoint(node: services), maxFrameSize: configuration.maxFrameBytes),
+            server: .herald(
+                endpoint: WebSocketEndpoint(node: services),
+                limits: .init(
+                    configuration: configuration, connections: ConnectionLimiter(limit: configuration.maxConnections),
+                    metrics: services.metrics)),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "Herald"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? configuration.port
@@ -109,9 +115,30 @@ struct MethodGuard: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if request.uri.path.hasPrefix("/api/"), request.method != .post {
-            return APIAnswer.failure(
+            var response = APIAnswer.failure(
                 HeraldError(code: 4050, status: 405, message: "\(request.method) not allowed: /api routes take POST")
             ).response
+            response.headers[.allow] = "POST"
+            return response
+        }
+        return try await next(request, context)
+    }
+}
+
+/// A browser page on another site must not drive the API from a visitor's browser: an /api or
+/// /admin request that carries an `Origin` is refused (403/4031) unless `--api-allowed-origins`
+/// allows it or it is the node's own origin (a console page served by the node). Business
+/// systems send no `Origin`, so they are unaffected.
+struct OriginGuard: RouterMiddleware {
+    typealias Context = HeraldRequestContext
+    let allowed: OriginPolicy
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let path = request.uri.path
+        if path.hasPrefix("/api/") || path.hasPrefix("/admin"), let origin = request.headers[.origin],
+            !allowed.allows(origin), !OriginPolicy.isOwnOrigin(origin, host: request.head.authority)
+        {
+            return APIAnswer.failure(.originNotAllowed).response
         }
         return try await next(request, context)
     }
@@ -128,9 +155,21 @@ final class RouteTable: Sendable {
 
     private let entries = Mutex<[Entry]>([])
 
+    /// The methods served at `path` (route parameters match any segment).
+    func methods(for path: String) -> [String] {
+        let segments = path.split(separator: "/", omittingEmptySubsequences: true)
+        return entries.withLock { entries in
+            entries.filter { entry in
+                let pattern = entry.path.split(separator: "/", omittingEmptySubsequences: true)
+                return pattern.count == segments.count
+                    && zip(pattern, segments).allSatisfy { $0.hasPrefix(":") || $0.hasPrefix("{") || $0 == $1 }
+            }.map(\.method)
+        }
+    }
+
     /// Adds the route, then fills it from the router: call after every other route is added.
-    static func register(on router: Router<HeraldRequestContext>, node: HeraldNodeServices) {
-        let table = RouteTable()
+    func register(on router: Router<HeraldRequestContext>, node: HeraldNodeServices) {
+        let table = self
         router.get("admin/routes") { request, _ in
             try AdminController.authorize(request, node: node)
             return APIAnswer.success(table.entries.withLock { $0 }).response

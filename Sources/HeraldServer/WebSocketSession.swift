@@ -7,12 +7,16 @@ import Synchronization
 
 /// One client's WebSocket, driven by SwiftNIO callbacks on its event loop: no task per
 /// connection, so an idle client costs its channel and this object, not a stack of suspended
-/// tasks. Pushes from any thread go through the event loop's `LoopOutbox` and are written in
-/// order. A client is closed with 1013 when more than `limit` frames wait for the event loop,
-/// or when `limit` frames were written while its socket was backed up (NIO's write buffer over
-/// its high-water mark); one that does not take its close within `closeTimeout` loses its socket.
-final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, ClientSink {
+/// tasks. What the client sends is judged by `WebSocketInboundMachine`; this handler only
+/// carries out its actions. Pushes from any thread go through the event loop's `LoopOutbox` and
+/// are written in order. A client is closed with 1013 when more than `limit` frames (or
+/// `limitBytes` bytes) wait for the event loop, or when that much was written while its socket
+/// was backed up; one that does not take its close within `closeTimeout` loses its socket.
+/// While its socket is backed up the session stops reading from it, and pongs wait (coalesced
+/// into one) until it drains, so a client that sends and never reads cannot grow the node.
+final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, ClientSink {
     typealias InboundIn = WebSocketFrame
+    typealias OutboundIn = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
 
     /// What the endpoint decided when the upgrade was asked for.
@@ -24,30 +28,43 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
         case tryAgain(String)
     }
 
+    /// Message ids a connection remembers having been pushed, so its acks can be checked.
+    static let ackWindow = 64
+
     let serial: UInt64
     let clientId: String
     private let admission: Admission
     private let node: HeraldNodeServices
     private let limit: Int
+    private let limitBytes: Int
     private let channel: any Channel
     private let outbox: LoopOutbox
-    /// Frames pushed and not yet written into the channel; any thread.
+    /// Frames and bytes pushed and not yet written into the channel; any thread.
     private let queued = Atomic<Int>(0)
+    private let queuedBytes = Atomic<Int>(0)
     /// Set once a close was asked for (by us) or the channel went away; any thread reads it.
     private let closing = Atomic<Bool>(false)
 
     // Event-loop state.
     private var context: ChannelHandlerContext?
+    private var inbound: WebSocketInboundMachine
     private var lastInbound = NIODeadline.now()
     private var lastPing = NIODeadline.now()
-    /// Frames written while the socket was backed up, since it last drained.
+    /// Frames and bytes written while the socket was backed up, since it last drained.
     private var backlog = 0
+    private var backlogBytes = 0
     private var closeSent = false
     /// Written in the outbox's current pass, not yet flushed.
     private var awaitingFlush = false
     private var registered = false
-    private var fragments: ByteBuffer?
-    private var fragmentsAreText = false
+    /// A ping's payload (or the text "ping") to answer once the socket drains; newer replace older.
+    private var pendingPong: ByteBuffer?
+    private var pendingTextPong = false
+    /// A read NIO asked for while the socket was backed up; issued once it drains.
+    private var readPending = false
+    /// The ids of the last pushes written, oldest overwritten first.
+    private var recentPushes: [String] = []
+    private var recentPushesNext = 0
 
     init(serial: UInt64, clientId: String, admission: Admission, node: HeraldNodeServices, channel: any Channel) {
         self.serial = serial
@@ -55,8 +72,11 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
         self.admission = admission
         self.node = node
         self.limit = node.configuration.outboundQueueLimit
+        self.limitBytes = node.configuration.outboundQueueBytes
         self.channel = channel
         self.outbox = node.outboxes.outbox(for: channel.eventLoop)
+        self.inbound = WebSocketInboundMachine(
+            maxMessageBytes: node.configuration.maxFrameBytes, frameRate: node.configuration.inboundFrameRate)
     }
 
     // MARK: Lifecycle
@@ -67,39 +87,52 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
         lastPing = .now()
         switch admission {
         case .admitted(let systemId, let userId):
-            write(OutboundFrame(FrameEncoding.welcome(clientId: clientId)), context: context)
-            context.flush()
+            // A client that left during the upgrade is gone already: registering it would leave a
+            // session that no channelInactive ever removes.
+            guard context.channel.isActive else {
+                closing.store(true, ordering: .relaxed)
+                return
+            }
+            // Registered before the welcome is written: if that write fails and closes the
+            // channel, channelInactive finds the session registered and removes it.
             node.registry.add(
                 node.registry.makeConnection(serial: serial, clientId: clientId, systemId: systemId, userId: userId, sink: self))
             registered = true
             node.metrics.connections.increment()
+            write(OutboundFrame(FrameEncoding.welcome(clientId: clientId)), context: context)
+            context.flush()
         case .refused(let code, let message):
             node.metrics.refusedConnections.increment()
-            node.logger.info("websocket refused", metadata: ["code": "\(code)", "reason": .string(message)])
+            node.logger.debug(
+                "websocket refused", metadata: ["code": "\(code)", "reason": .string(String(message.utf8.prefix(160)) ?? "")])
             write(OutboundFrame(FrameEncoding.refusal(code: code, msg: message)), context: context)
             // Close reasons must fit a control frame (125 bytes): the detail went in the frame.
-            sendClose(code: 1008, reason: code == 4010 ? "unauthorized" : "unknown system", context: context)
+            sendClose(code: .policyViolation, reason: code == 4010 ? "unauthorized" : "unknown system", context: context)
         case .goingAway:
-            sendClose(code: 1001, reason: "server is shutting down", context: context)
+            sendClose(code: .goingAway, reason: "server is shutting down", context: context)
         case .tryAgain(let reason):
-            sendClose(code: 1013, reason: reason, context: context)
+            sendClose(code: .init(codeNumber: 1013), reason: reason, context: context)
         }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        unregister()
         self.context = nil
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        closing.store(true, ordering: .relaxed)
-        if registered {
-            registered = false
-            for change in node.registry.remove(serial: serial) {
-                node.delivery.announce(.left, change)
-            }
-            node.metrics.connections.decrement()
-        }
+        unregister()
         context.fireChannelInactive()
+    }
+
+    private func unregister() {
+        closing.store(true, ordering: .relaxed)
+        guard registered else { return }
+        registered = false
+        for change in node.registry.remove(serial: serial) {
+            node.delivery.announce(.left, change)
+        }
+        node.metrics.connections.decrement()
     }
 
     /// The server allows half-closed connections (for HTTP); a WebSocket whose client stopped
@@ -117,7 +150,10 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
     @discardableResult
     func push(_ frame: OutboundFrame) -> Bool {
         guard !closing.load(ordering: .relaxed) else { return false }
-        if queued.add(1, ordering: .relaxed).newValue > limit {
+        let size = frame.text.utf8.count
+        if queued.add(1, ordering: .relaxed).newValue > limit
+            || queuedBytes.add(size, ordering: .relaxed).newValue > limitBytes
+        {
             tooSlow()
             return false
         }
@@ -134,7 +170,7 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
     func close(code: UInt16, reason: String) {
         guard !closing.exchange(true, ordering: .relaxed) else { return }
         onLoop { session, context in
-            session.sendClose(code: code, reason: reason, context: context)
+            session.sendClose(code: WebSocketErrorCode(codeNumber: Int(code)), reason: reason, context: context)
         }
     }
 
@@ -143,73 +179,105 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         lastInbound = .now()
-        switch frame.opcode {
-        case .text, .binary:
-            if frame.fin {
-                if frame.opcode == .text { received(text: frame.unmaskedData, context: context) }
-            } else {
-                fragments = frame.unmaskedData
-                fragmentsAreText = frame.opcode == .text
-            }
-        case .continuation:
-            guard var collected = fragments else { return }
-            var more = frame.unmaskedData
-            guard collected.readableBytes + more.readableBytes <= node.configuration.maxFrameBytes else {
-                fragments = nil
-                closing.store(true, ordering: .relaxed)
-                sendClose(code: 1009, reason: "message too large", context: context)
-                return
-            }
-            collected.writeBuffer(&more)
-            if frame.fin {
-                fragments = nil
-                if fragmentsAreText { received(text: collected, context: context) }
-            } else {
-                fragments = collected
-            }
-        case .ping:
-            let pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)
-            context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
-        case .pong:
-            break  // activity, noted above
-        case .connectionClose:
-            if closing.exchange(true, ordering: .relaxed) {
+        switch inbound.receive(frame, now: lastInbound) {
+        case .none:
+            break
+        case .text(let text):
+            received(text: text, context: context)
+        case .pong(let payload):
+            pong(payload, context: context)
+        case .closed(let echo, let handshakeDone):
+            closing.store(true, ordering: .relaxed)
+            if handshakeDone || closeSent {
                 // Our close was answered: the handshake is done.
                 context.close(promise: nil)
             } else {
-                // The client closes: echo its code, then end the connection.
-                var data = frame.unmaskedData
-                let code = data.readInteger(as: UInt16.self) ?? 1000
+                closeSent = true
                 var buffer = context.channel.allocator.buffer(capacity: 2)
-                buffer.writeInteger(code)
-                let echo = WebSocketFrame(fin: true, opcode: .connectionClose, data: buffer)
+                buffer.writeInteger(echo)
                 let channel = context.channel
-                context.writeAndFlush(wrapOutboundOut(echo)).whenComplete { _ in channel.close(promise: nil) }
+                context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: buffer)))
+                    .whenComplete { _ in channel.close(promise: nil) }
+                scheduleCloseTimeout(context: context)
             }
-        default:
-            closing.store(true, ordering: .relaxed)
-            sendClose(code: 1002, reason: "unknown opcode", context: context)
+        case .fail(let code, let reason):
+            node.metrics.protocolErrorCloses.increment()
+            sendClose(code: code, reason: reason, context: context)
         }
     }
 
     private func received(text buffer: ByteBuffer, context: ChannelHandlerContext) {
-        let text = String(buffer: buffer)
-        if text == "ping" {
+        if buffer.readableBytesView.elementsEqual("ping".utf8) {
             guard !closeSent else { return }
-            write(OutboundFrame("pong"), context: context)
-            context.flush()
-        } else if let ack = Self.ack(in: text) {
+            pendingTextPong = true
+            flushPongs(context: context)
+        } else if let ack = Self.ack(in: buffer), recentPushes.contains(ack) {
             node.trace.record(ack, TraceStep(.acked, node: node.membership.local.nodeId, clientId: clientId))
         }
     }
 
+    private func pong(_ payload: ByteBuffer, context: ChannelHandlerContext) {
+        pendingPong = payload
+        flushPongs(context: context)
+    }
+
+    /// Writes the pending pongs if the socket takes them now; otherwise they wait for it to drain.
+    private func flushPongs(context: ChannelHandlerContext) {
+        guard context.channel.isWritable, !closeSent else { return }
+        if let payload = pendingPong {
+            pendingPong = nil
+            context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: payload)), promise: nil)
+        }
+        if pendingTextPong {
+            pendingTextPong = false
+            write(OutboundFrame("pong"), context: context)
+        }
+        context.flush()
+    }
+
     /// The message id of an `{"ack":"<messageId>"}` frame.
-    static func ack(in text: String) -> String? {
-        guard text.hasPrefix("{"), text.utf8.count <= 1024,
-            let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any],
-            let id = object["ack"] as? String, !id.isEmpty
+    static func ack(in buffer: ByteBuffer) -> String? {
+        guard buffer.readableBytes <= 1024, buffer.readableBytesView.first == UInt8(ascii: "{") else { return nil }
+        let bytes = Array(buffer.readableBytesView)
+        guard let members = try? JSONScanner.members(of: bytes, memberDepth: 2),
+            let member = members.last(where: { $0.key == "ack" }),
+            let id = JSONScanner.string(in: bytes, member.value), !id.isEmpty
         else { return nil }
         return id
+    }
+
+    private func rememberPush(_ messageId: String) {
+        if recentPushes.count < Self.ackWindow {
+            recentPushes.append(messageId)
+        } else {
+            recentPushes[recentPushesNext] = messageId
+            recentPushesNext = (recentPushesNext + 1) % Self.ackWindow
+        }
+    }
+
+    // MARK: Backpressure
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            backlog = 0
+            backlogBytes = 0
+            flushPongs(context: context)
+            if readPending {
+                readPending = false
+                context.read()
+            }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Reads wait while the socket is backed up: a client that does not take what it is sent
+    /// gets nothing more read from it, so its pings and acks cannot pile up here.
+    func read(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            context.read()
+        } else {
+            readPending = true
+        }
     }
 
     // MARK: Keep-alive (called by WebSocketKeeper)
@@ -223,10 +291,9 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
         guard let context, !closing.load(ordering: .relaxed) else { return }
         let now = NIODeadline.now()
         if now - lastInbound >= idleTimeout {
-            closing.store(true, ordering: .relaxed)
             node.metrics.idleCloses.increment()
-            sendClose(code: 1000, reason: "idle timeout", context: context)
-        } else if now - lastPing >= pingInterval {
+            sendClose(code: .normalClosure, reason: "idle timeout", context: context)
+        } else if now - lastPing >= pingInterval, context.channel.isWritable {
             lastPing = now
             let ping = WebSocketFrame(fin: true, opcode: .ping, data: context.channel.allocator.buffer(capacity: 0))
             context.writeAndFlush(wrapOutboundOut(ping), promise: nil)
@@ -237,15 +304,19 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
 
     /// Called by the outbox on the event loop: writes one pushed frame. Answers true when the
     /// session needs a flush at the end of the outbox's pass (the first frame of the pass).
-    func writeQueued(_ payload: ByteBuffer) -> Bool {
+    func writeQueued(_ payload: ByteBuffer, messageId: String?) -> Bool {
         queued.subtract(1, ordering: .relaxed)
+        queuedBytes.subtract(payload.readableBytes, ordering: .relaxed)
         guard let context, !closeSent else { return false }
         write(payload, context: context)
+        if let messageId { rememberPush(messageId) }
         if context.channel.isWritable {
             backlog = 0
+            backlogBytes = 0
         } else {
             backlog += 1
-            if backlog > limit {
+            backlogBytes += payload.readableBytes
+            if backlog > limit || backlogBytes > limitBytes {
                 tooSlow()
                 return false
             }
@@ -270,16 +341,21 @@ final class WebSocketSession: ChannelInboundHandler, RemovableChannelHandler, Cl
     }
 
     /// Writes the close frame and drops the socket if the client does not answer in time.
-    private func sendClose(code: UInt16, reason longReason: String, context: ChannelHandlerContext) {
+    private func sendClose(code: WebSocketErrorCode, reason longReason: String, context: ChannelHandlerContext) {
         closing.store(true, ordering: .relaxed)
         guard !closeSent else { return }
         closeSent = true
+        inbound.sentClose()
         var reason = longReason
         while reason.utf8.count > 123 { reason.removeLast() }
         var buffer = context.channel.allocator.buffer(capacity: 2 + reason.utf8.count)
-        buffer.writeInteger(code)
+        buffer.write(webSocketErrorCode: code)
         buffer.writeString(reason)
         context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: buffer)), promise: nil)
+        scheduleCloseTimeout(context: context)
+    }
+
+    private func scheduleCloseTimeout(context: ChannelHandlerContext) {
         let channel = context.channel
         channel.eventLoop.scheduleTask(in: WebSocketSession.closeTimeout) {
             channel.close(promise: nil)
@@ -346,7 +422,7 @@ final class LoopOutbox: Sendable {
                 payload = ByteBufferAllocator().buffer(string: item.frame.text)
                 buffers[key] = payload
             }
-            if item.session.writeQueued(payload) { toFlush.append(item.session) }
+            if item.session.writeQueued(payload, messageId: item.frame.messageId) { toFlush.append(item.session) }
         }
         for session in toFlush { session.flushQueued() }
     }

@@ -59,6 +59,44 @@ struct Serve: AsyncParsableCommand {
         "Frames queued for one client before it is closed 1013.", "outbound-queue", default: defaults.outboundQueueLimit))
     var outboundQueue: Int?
 
+    @Option(name: .customLong("outbound-queue-bytes"), help: help(
+        "Bytes queued for one client before it is closed 1013.", "outbound-queue-bytes", default: defaults.outboundQueueBytes))
+    var outboundQueueBytes: Int?
+
+    @Option(name: .customLong("inbound-frame-rate"), help: help(
+        "Frames a second one client may send (bursts of twice that); more closes 1008; 0 is off.", "inbound-frame-rate",
+        default: defaults.inboundFrameRate))
+    var inboundFrameRate: Double?
+
+    @Option(name: .customLong("allowed-origins"), help: help(
+        "Origins a WebSocket upgrade may come from, comma-separated patterns (* any, https://*.example.com); others get 403.",
+        "allowed-origins", default: "*"))
+    var allowedOrigins: String?
+
+    @Option(name: .customLong("api-allowed-origins"), help: help(
+        "Browser origins allowed to call /api and /admin (comma-separated patterns); a request with another Origin gets 403.",
+        "api-allowed-origins", default: "none"))
+    var apiAllowedOrigins: String?
+
+    @Option(name: .customLong("header-timeout"), help: help(
+        "Seconds a client has to send a request head (and be admitted to a WebSocket).", "header-timeout",
+        default: defaults.headerTimeout))
+    var headerTimeout: Double?
+
+    @Option(name: .customLong("body-timeout"), help: help(
+        "Seconds a client has to send a request body.", "body-timeout", default: defaults.bodyTimeout))
+    var bodyTimeout: Double?
+
+    @Option(name: .customLong("keepalive-timeout"), help: help(
+        "Seconds a kept-alive HTTP connection may wait for its next request.", "keepalive-timeout",
+        default: defaults.keepAliveTimeout))
+    var keepaliveTimeout: Double?
+
+    @Option(name: .customLong("max-connections"), help: help(
+        "Open connections the node accepts; more are answered 503 and closed.", "max-connections",
+        default: defaults.maxConnections))
+    var maxConnections: Int?
+
     @Option(name: .customLong("ping-interval"), help: help(
         "Seconds between WebSocket pings.", "ping-interval", default: defaults.pingInterval))
     var pingInterval: Double?
@@ -143,6 +181,9 @@ struct Serve: AsyncParsableCommand {
             "dev": dev ? true : nil, "host": host, "port": port, "advertise": advertise, "node-id": nodeId,
             "admin-token": adminToken, "client-id-key": clientIdKey, "max-body-bytes": maxBodyBytes,
             "max-frame-bytes": maxFrameBytes, "outbound-queue": outboundQueue, "ping-interval": pingInterval,
+            "outbound-queue-bytes": outboundQueueBytes, "inbound-frame-rate": inboundFrameRate,
+            "allowed-origins": allowedOrigins, "api-allowed-origins": apiAllowedOrigins, "header-timeout": headerTimeout,
+            "body-timeout": bodyTimeout, "keepalive-timeout": keepaliveTimeout, "max-connections": maxConnections,
             "idle-timeout": idleTimeout, "rate-limit": rateLimit, "group-presence": groupPresence, "journal-capacity": journalCapacity,
             "trace-capacity": traceCapacity, "shutdown-grace": shutdownGrace, "log-level": logLevel,
             "kafka": kafka, "etcd": etcd, "lease-ttl": leaseTTL, "produce-timeout": produceTimeout,
@@ -201,6 +242,14 @@ struct Serve: AsyncParsableCommand {
         c.maxBodyBytes = try settings.int("max-body-bytes", default: c.maxBodyBytes)
         c.maxFrameBytes = try settings.int("max-frame-bytes", default: c.maxFrameBytes)
         c.outboundQueueLimit = try settings.int("outbound-queue", default: c.outboundQueueLimit)
+        c.outboundQueueBytes = try settings.int("outbound-queue-bytes", default: c.outboundQueueBytes)
+        c.inboundFrameRate = try settings.double("inbound-frame-rate", default: c.inboundFrameRate)
+        c.allowedOrigins = Self.list(settings.string("allowed-origins", default: "*"))
+        c.apiAllowedOrigins = Self.list(settings.string("api-allowed-origins", default: ""))
+        c.headerTimeout = try settings.double("header-timeout", default: c.headerTimeout)
+        c.bodyTimeout = try settings.double("body-timeout", default: c.bodyTimeout)
+        c.keepAliveTimeout = try settings.double("keepalive-timeout", default: c.keepAliveTimeout)
+        c.maxConnections = try settings.int("max-connections", default: c.maxConnections)
         c.pingInterval = try settings.double("ping-interval", default: c.pingInterval)
         c.idleTimeout = try settings.double("idle-timeout", default: c.idleTimeout)
         c.rateLimit = try settings.int("rate-limit", default: c.rateLimit)
@@ -220,6 +269,11 @@ struct Serve: AsyncParsableCommand {
         c.broadcastTopic = settings.string("broadcast-topic", default: c.broadcastTopic)
         c.etcdPrefix = settings.string("etcd-prefix", default: c.etcdPrefix)
         return c
+    }
+
+    /// A comma-separated list, blanks dropped.
+    private static func list(_ text: String) -> [String] {
+        text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
     }
 
     /// "<text> (default: <value>; env HERALD_<NAME>)"

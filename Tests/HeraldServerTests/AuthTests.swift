@@ -71,7 +71,7 @@ struct AuthTests {
     @Test("a valid HS256 JWT (sub, exp) is accepted on /ws")
     func jwtAccepted() async throws {
         let secret = "jwt-" + UUID().uuidString
-        let sys = try await server.api.registerSystem(secret: secret)
+        let sys = try await server.api.registerSystem(secret: secret, clientAuth: true)
         #expect(sys.clientAuth)
         let c = try await sys.connect(userId: "alice")
         defer { Task { try? await c.ws.close() } }
@@ -87,7 +87,7 @@ struct AuthTests {
     @Test("a missing, forged or expired JWT gets one frame with code 4010 then close 1008", arguments: BadToken.allCases)
     func jwtRejected(_ kind: BadToken) async throws {
         let secret = "jwt-" + UUID().uuidString
-        let sys = try await server.api.registerSystem(secret: secret)
+        let sys = try await server.api.registerSystem(secret: secret, clientAuth: true)
         var path = "/ws?systemId=\(sys.id)"
         switch kind {
         case .missing:
@@ -113,17 +113,21 @@ struct AuthTests {
         try await expectStillServing(sys)
     }
 
-    @Test("a secret under 32 bytes cannot sign client tokens: refused with 4000 unless clientAuth is off")
+    @Test("the contract's register shape: a short secret guards the API, clients connect without a token; clientAuth needs 32 bytes")
     func shortSecret() async throws {
         let server = try self.server
         let id = newSystemId()
         let refused = try await server.api.post(
-            "/api/register", systemId: nil, json: ["systemId": .string(id), "secret": "short"])
+            "/api/register", systemId: nil, json: ["systemId": .string(id), "secret": "short", "clientAuth": true])
         expectFailure(refused, status: 400, code: 4000, mentions: "secret")
-        // Nothing was registered: the same id can be registered properly afterwards.
+        // Nothing was registered: the same id can be registered the documented way afterwards,
+        // {"systemId","secret"} with no clientAuth: the secret protects the API only.
         let apiOnly = try await server.api.post(
-            "/api/register", systemId: nil, json: ["systemId": .string(id), "secret": "short", "clientAuth": false])
+            "/api/register", systemId: nil, json: ["systemId": .string(id), "secret": "short"])
         expectSuccess(apiOnly)
+        let noSecret = try await server.api.post(
+            "/api/send_to_system", systemId: id, json: ["msg": "x"])
+        expectFailure(noSecret, status: 401, code: 4010)
         let sys = TestSystem(server: server, id: id, secret: "short", clientAuth: false)
         let client = try await sys.connect()
         let m = try await sys.send(to: client.clientId)

@@ -132,7 +132,7 @@ public struct HeraldAPI: Sendable {
         guard r.status == 200, r.code == 0 else {
             throw HeraldLaunchError(description: "register \(id) failed: \(r)")
         }
-        let auth = secret != nil ? (clientAuth ?? true) : false
+        let auth = secret != nil ? (clientAuth ?? false) : false
         return TestSystem(server: server, id: id, secret: secret, clientAuth: auth)
     }
 }
