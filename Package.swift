@@ -148,6 +148,20 @@ let package = Package(
             dependencies: ["HeraldCore"],
             swiftSettings: strict
         ),
+        // The server's state machines and channel handlers, driven through EmbeddedChannel.
+        .testTarget(
+            name: "HeraldServerUnitTests",
+            dependencies: [
+                "HeraldServer",
+                "HeraldCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "HeraldServerTests",
             dependencies: ["HeraldTestSupport"],
