@@ -17,6 +17,7 @@ public final class ClusterFabric: Sendable {
     /// Replay and trace over Kafka, for /admin.
     public let replay: ClusterReplay
     private let admin: KafkaAdmin
+    private let membershipHTTP: HTTPClient
     private let consumer: FabricConsumer
     private let logger: Logger
     private let kafkaReachable = Atomic<Bool>(false)
@@ -35,8 +36,14 @@ public final class ClusterFabric: Sendable {
         producerConfig["enable.idempotence"] = "false"
         let producer = try KafkaProducer(config: producerConfig.merging(settings.kafkaProperties) { $1 }, logger: logger)
         let admin = try KafkaAdmin(config: settings.kafkaBase, logger: logger)
+        // Membership (lease keepalive, slot claims, the watch) has a connection pool of its own,
+        // so no amount of request traffic (system lookups) can delay a lease renewal.
+        let membershipHTTP = HTTPClient(eventLoopGroupProvider: .singleton)
+        self.membershipHTTP = membershipHTTP
+        let membership = ClusterMembership(
+            settings: settings, etcd: EtcdClient(endpoints: settings.etcd, httpClient: membershipHTTP, logger: logger),
+            admin: admin, logger: logger)
         let etcd = EtcdClient(endpoints: settings.etcd, logger: logger)
-        let membership = ClusterMembership(settings: settings, etcd: etcd, admin: admin, logger: logger)
         let replay = ClusterReplay(
             kafka: settings.kafka, logger: logger, unicastTopic: settings.unicastTopic,
             broadcastTopic: settings.broadcastTopic, eventsTopic: settings.eventsTopic)
@@ -45,7 +52,8 @@ public final class ClusterFabric: Sendable {
         self.admin = admin
         self.membership = membership
         self.bus = KafkaBus(producer: producer, settings: settings)
-        self.systems = EtcdSystemDirectory(etcd: etcd, membership: membership, prefix: settings.systemsPrefix)
+        self.systems = EtcdSystemDirectory(
+            etcd: etcd, membership: membership, prefix: settings.systemsPrefix, lookups: SystemLookupGuard())
         self.consumer = FabricConsumer(settings: settings, admin: admin, codec: codec, logger: logger)
     }
 
@@ -90,6 +98,7 @@ public final class ClusterFabric: Sendable {
             await group.waitForAll()
         }
         await bus.shutdown()
+        try? await membershipHTTP.shutdown()
     }
 
     private func ensureTopics() async {

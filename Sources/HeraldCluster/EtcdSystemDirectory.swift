@@ -8,6 +8,8 @@ public struct EtcdSystemDirectory: SystemDirectory {
     let etcd: EtcdClient
     let membership: ClusterMembership
     let prefix: String
+    /// Unknown IDs cost one etcd read each: misses are remembered briefly and reads bounded.
+    let lookups: SystemLookupGuard
 
     public func register(_ record: SystemRecord) async throws(HeraldError) {
         do {
@@ -15,6 +17,7 @@ public struct EtcdSystemDirectory: SystemDirectory {
             let (created, _) = try await etcd.createIfAbsent(prefix + record.systemId, value: value, lease: nil)
             guard created else { throw HeraldError.alreadyRegistered(record.systemId) }
             membership.remember(record)
+            lookups.forget(record.systemId)
         } catch let error as HeraldError {
             throw error
         } catch {
@@ -24,8 +27,14 @@ public struct EtcdSystemDirectory: SystemDirectory {
 
     public func lookup(_ systemId: String) async throws(HeraldError) -> SystemRecord? {
         if let cached = membership.cachedSystem(systemId) { return cached }
+        if lookups.isKnownMissing(systemId) { return nil }
+        guard lookups.begin() else { throw .unavailable("too many system lookups in flight; retry") }
+        defer { lookups.end() }
         do {
-            guard let kv = try await etcd.get(prefix + systemId) else { return nil }
+            guard let kv = try await etcd.get(prefix + systemId) else {
+                lookups.rememberMissing(systemId)
+                return nil
+            }
             let record = try JSONDecoder().decode(SystemRecord.self, from: Data(kv.value))
             membership.remember(record)
             return record

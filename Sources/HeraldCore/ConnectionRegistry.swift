@@ -111,19 +111,31 @@ public final class ConnectionRegistry: Sendable {
     }
 
     /// Binds a connection to a group. Answers nil if the connection is gone.
-    public func bind(serial: UInt64, group: String, userId: String, extend: String) -> Change? {
+    public enum BindOutcome: Sendable {
+        case bound(Change)
+        /// The connection is in `FieldLimits.groupsPerClient` groups already.
+        case tooManyGroups
+        case offline
+
+        public var change: Change? {
+            if case .bound(let change) = self { change } else { nil }
+        }
+    }
+
+    public func bind(serial: UInt64, group: String, userId: String, extend: String) -> BindOutcome {
         state.withLock { state in
-            guard var connection = state.connections[serial] else { return nil }
+            guard var connection = state.connections[serial] else { return .offline }
             let key = GroupKey(systemId: connection.systemId, name: group)
             let info = PresenceInfo(
                 clientId: connection.clientId, userId: userId.isEmpty ? connection.userId : userId,
                 extend: extend)
             let alreadyBound = state.groups[key]?[serial] != nil
+            if !alreadyBound, connection.groups.count >= FieldLimits.groupsPerClient { return .tooManyGroups }
             state.groups[key, default: [:]][serial] = Member(info: info, sink: connection.sink)
-            if alreadyBound { return Change(systemId: connection.systemId, group: group, info: info, changed: false) }
+            if alreadyBound { return .bound(Change(systemId: connection.systemId, group: group, info: info, changed: false)) }
             connection.groups.insert(group)
             state.connections[serial] = connection
-            return Change(systemId: connection.systemId, group: group, info: info, changed: true)
+            return .bound(Change(systemId: connection.systemId, group: group, info: info, changed: true))
         }
     }
 

@@ -11,6 +11,10 @@ public final class Delivery: Sendable {
     private let announcements: AsyncStream<BusMessage>.Continuation
     private let pendingAnnouncements: AsyncStream<BusMessage>
     private let announcing = Mutex(false)
+    /// Announcements shed because the queue was full (its oldest go first), and binds refused
+    /// because the client was at `FieldLimits.groupsPerClient`: counted, never silent.
+    public let shedAnnouncements = Atomic<Int>(0)
+    public let refusedBinds = Atomic<Int>(0)
 
     /// `presence` false: no 1001/1002 frames when members join or leave a group.
     public init(registry: ConnectionRegistry, membership: any Membership, trace: any TraceRecorder, presence: Bool = true) {
@@ -86,8 +90,12 @@ public final class Delivery: Sendable {
                 drop(message, clientId: raw, reason: "slow consumer")
             }
         case .bind(let group, let userId, let extend):
-            if let change = registry.bind(serial: id.serial, group: group, userId: userId, extend: extend) {
-                announce(.joined, change)
+            switch registry.bind(serial: id.serial, group: group, userId: userId, extend: extend) {
+            case .bound(let change): announce(.joined, change)
+            case .tooManyGroups:
+                refusedBinds.add(1, ordering: .relaxed)
+                drop(message, clientId: raw, reason: "client is in \(FieldLimits.groupsPerClient) groups already")
+            case .offline: break
             }
         case .unbind(let group):
             if let change = registry.unbind(serial: id.serial, group: group) {
@@ -130,7 +138,9 @@ public final class Delivery: Sendable {
             deliver(message)
             return
         }
-        announcements.yield(message)
+        if case .dropped = announcements.yield(message) {
+            shedAnnouncements.add(1, ordering: .relaxed)
+        }
     }
 }
 

@@ -64,6 +64,57 @@ public enum SystemIDRule {
     }
 }
 
+/// Keeps unknown system IDs from costing an etcd read each: a miss is remembered for
+/// `missTTL` (bounded in count), and at most `maxInFlight` reads run at once.
+public final class SystemLookupGuard: Sendable {
+    private struct Misses {
+        var expiry: [String: Int64] = [:]
+    }
+
+    private let missTTL: Int64
+    private let maxMisses: Int
+    private let maxInFlight: Int
+    private let misses = Mutex(Misses())
+    private let inFlight = Atomic<Int>(0)
+
+    public init(missTTLMillis: Int64 = 2_000, maxMisses: Int = 10_000, maxInFlight: Int = 16) {
+        self.missTTL = missTTLMillis
+        self.maxMisses = maxMisses
+        self.maxInFlight = maxInFlight
+    }
+
+    public func isKnownMissing(_ id: String, now: Int64 = Clock.nowMillis()) -> Bool {
+        misses.withLock { ($0.expiry[id] ?? 0) > now }
+    }
+
+    public func rememberMissing(_ id: String, now: Int64 = Clock.nowMillis()) {
+        misses.withLock { misses in
+            if misses.expiry.count >= maxMisses {
+                misses.expiry = misses.expiry.filter { $0.value > now }
+                if misses.expiry.count >= maxMisses { misses.expiry.removeAll(keepingCapacity: true) }
+            }
+            misses.expiry[id] = now + missTTL
+        }
+    }
+
+    /// A registration makes a remembered miss wrong at once.
+    public func forget(_ id: String) {
+        misses.withLock { _ = $0.expiry.removeValue(forKey: id) }
+    }
+
+    public func begin() -> Bool {
+        if inFlight.add(1, ordering: .relaxed).newValue > maxInFlight {
+            inFlight.subtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    public func end() {
+        inFlight.subtract(1, ordering: .relaxed)
+    }
+}
+
 /// Where registered systems live: memory on a standalone node, etcd in a cluster.
 public protocol SystemDirectory: Sendable {
     func register(_ record: SystemRecord) async throws(HeraldError)

@@ -1,3 +1,5 @@
+import HeraldCore
+import Synchronization
 import Metrics
 import Prometheus
 
@@ -39,5 +41,16 @@ struct HeraldMetrics: Sendable {
 
     func exposition() -> String {
         registry.emitToString()
+    }
+
+    /// Counters kept by HeraldCore (which has no metrics dependency), appended to the exposition.
+    static func coreCounters(_ delivery: Delivery) -> String {
+        """
+        # TYPE herald_presence_shed_total counter
+        herald_presence_shed_total \(delivery.shedAnnouncements.load(ordering: .relaxed))
+        # TYPE herald_binds_refused_total counter
+        herald_binds_refused_total \(delivery.refusedBinds.load(ordering: .relaxed))
+
+        """
     }
 }

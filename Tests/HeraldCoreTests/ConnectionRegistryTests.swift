@@ -46,7 +46,7 @@ struct ConnectionRegistryTests {
         let a = add(1, user: "ua")
         let b = add(2, user: "ub")
 
-        let first = try #require(registry.bind(serial: 1, group: "g", userId: "", extend: "x1"))
+        let first = try #require(registry.bind(serial: 1, group: "g", userId: "", extend: "x1").change)
         #expect(first.group == "g")
         #expect(first.info == PresenceInfo(clientId: "c1", userId: "ua", extend: "x1"))
         #expect(first.changed)
@@ -54,14 +54,14 @@ struct ConnectionRegistryTests {
         #expect(audience(first).count == 1)
         #expect(contains(audience(first), a))
 
-        let second = try #require(registry.bind(serial: 2, group: "g", userId: "override", extend: "x2"))
+        let second = try #require(registry.bind(serial: 2, group: "g", userId: "override", extend: "x2").change)
         #expect(second.info == PresenceInfo(clientId: "c2", userId: "override", extend: "x2"))
         #expect(audience(second).count == 2)
         #expect(contains(audience(second), a))
         #expect(contains(audience(second), b))
 
         // Binding again announces nothing, but updates what presence shows.
-        let again = try #require(registry.bind(serial: 2, group: "g", userId: "later", extend: "x3"))
+        let again = try #require(registry.bind(serial: 2, group: "g", userId: "later", extend: "x3").change)
         #expect(!again.changed)
         #expect(audience(again).isEmpty)
         #expect(registry.members(of: GroupKey(systemId: "s1", name: "g")).count == 2)
@@ -69,7 +69,7 @@ struct ConnectionRegistryTests {
         #expect(registry.connection(serial: 2)?.groups == ["g"])
 
         // An unknown connection cannot bind.
-        #expect(registry.bind(serial: 77, group: "g", userId: "", extend: "") == nil)
+        #expect(registry.bind(serial: 77, group: "g", userId: "", extend: "").change == nil)
         #expect(registry.members(of: GroupKey(systemId: "s1", name: "g")).count == 2)
     }
 
@@ -114,10 +114,10 @@ struct ConnectionRegistryTests {
         let a = add(1)
         let b = add(2)
         add(3)
-        for group in ["g1", "g2", "g3"] { _ = registry.bind(serial: 1, group: group, userId: "", extend: "") }
-        _ = registry.bind(serial: 2, group: "g1", userId: "", extend: "")
-        _ = registry.bind(serial: 3, group: "g2", userId: "", extend: "")
-        _ = registry.bind(serial: 2, group: "g2", userId: "", extend: "")
+        for group in ["g1", "g2", "g3"] { _ = registry.bind(serial: 1, group: group, userId: "", extend: "").change }
+        _ = registry.bind(serial: 2, group: "g1", userId: "", extend: "").change
+        _ = registry.bind(serial: 3, group: "g2", userId: "", extend: "").change
+        _ = registry.bind(serial: 2, group: "g2", userId: "", extend: "").change
 
         let changes = registry.remove(serial: 1)
         #expect(changes.map(\.group) == ["g1", "g2", "g3"])
@@ -138,10 +138,10 @@ struct ConnectionRegistryTests {
         add(1)
         let other = add(2)
         for index in 0..<200 {
-            let change = try #require(registry.bind(serial: 1, group: "g\(index)", userId: "", extend: ""))
+            let change = try #require(registry.bind(serial: 1, group: "g\(index)", userId: "", extend: "").change)
             #expect(audience(change).count == 1)
         }
-        _ = registry.bind(serial: 2, group: "g150", userId: "", extend: "")
+        _ = registry.bind(serial: 2, group: "g150", userId: "", extend: "").change
         #expect(registry.connection(serial: 1)?.groups.count == 200)
 
         let changes = registry.remove(serial: 1)
@@ -160,7 +160,7 @@ struct ConnectionRegistryTests {
         var sinks: [FakeSink] = []
         for serial: UInt64 in 1...500 {
             sinks.append(add(serial))
-            let change = try #require(registry.bind(serial: serial, group: "big", userId: "", extend: ""))
+            let change = try #require(registry.bind(serial: serial, group: "big", userId: "", extend: "").change)
             #expect(audience(change).count == Int(serial))
         }
         #expect(registry.members(of: key).count == 500)
@@ -178,8 +178,8 @@ struct ConnectionRegistryTests {
     @Test func groupsBelongToOneSystem() throws {
         let a = add(1, system: "s1")
         let b = add(2, system: "s2")
-        let joinA = try #require(registry.bind(serial: 1, group: "room", userId: "", extend: ""))
-        let joinB = try #require(registry.bind(serial: 2, group: "room", userId: "", extend: ""))
+        let joinA = try #require(registry.bind(serial: 1, group: "room", userId: "", extend: "").change)
+        let joinB = try #require(registry.bind(serial: 2, group: "room", userId: "", extend: "").change)
         #expect(joinA.systemId == "s1" && joinB.systemId == "s2")
         #expect(audience(joinA).count == 1)
         #expect(audience(joinB).count == 1)
@@ -237,5 +237,28 @@ struct ConnectionRegistryTests {
         #expect(registry.count == 100)
         let total = (0..<4).map { registry.members(of: GroupKey(systemId: "s1", name: "g\($0)")).count }.reduce(0, +)
         #expect(total == 100)
+    }
+}
+
+@Suite("ConnectionRegistry bounds")
+struct ConnectionRegistryBoundTests {
+    final class Sink: ClientSink {
+        func push(_ frame: OutboundFrame) -> Bool { true }
+        func close(code: UInt16, reason: String) {}
+    }
+
+    @Test("a client is in at most FieldLimits.groupsPerClient groups; a bind past it is refused, rebinding an old one is not")
+    func groupsPerClient() {
+        let registry = ConnectionRegistry()
+        registry.add(registry.makeConnection(serial: 1, clientId: "c", systemId: "s", userId: "", sink: Sink()))
+        for index in 0..<FieldLimits.groupsPerClient {
+            #expect(registry.bind(serial: 1, group: "g\(index)", userId: "", extend: "").change != nil)
+        }
+        guard case .tooManyGroups = registry.bind(serial: 1, group: "one-more", userId: "", extend: "") else {
+            Issue.record("a bind past the limit is refused")
+            return
+        }
+        #expect(registry.bind(serial: 1, group: "g0", userId: "", extend: "x").change?.changed == false)
+        #expect(registry.connection(serial: 1)?.groups.count == FieldLimits.groupsPerClient)
     }
 }

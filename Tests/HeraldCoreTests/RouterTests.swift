@@ -371,7 +371,7 @@ struct RouterTests {
     @Test func deliveryTellsLocalMembersOfPresenceFromTheBus() throws {
         let a = h.connect(system: "shop")
         let stranger = h.connect(system: "shop")
-        _ = h.registry.bind(serial: a.serial, group: "g", userId: "", extend: "")
+        _ = h.registry.bind(serial: a.serial, group: "g", userId: "", extend: "").change
         let info = PresenceInfo(clientId: "remote-client", userId: "r", extend: "x")
         h.delivery.deliver(
             BusMessage(

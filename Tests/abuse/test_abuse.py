@@ -519,9 +519,11 @@ class WS:
             if isinstance(obj, dict) and obj.get("messageId"):
                 return frame.payload, obj
 
-    def read_close(self, timeout=5.0):
-        """Reads until the server's close frame; answers it. Raises AssertionError when the
-        connection ends without one."""
+    def read_close(self, timeout=5.0, probe=False):
+        """Reads until the server's close frame. Raises AssertionError when the connection ends
+        without one. With `probe`, the caller sent the text `ping` after the frames that must
+        fail the connection: a `pong` proves the server went on as if nothing happened (a
+        server that fails the connection sends its close first and no data frame after it)."""
         deadline = time.monotonic() + timeout
         seen = []
         while True:
@@ -535,9 +537,12 @@ class WS:
             if frame.opcode == OP_CLOSE:
                 return frame
             seen.append(frame)
+            if probe and frame.opcode == OP_TEXT and frame.payload == b"pong":
+                raise AssertionError("no close frame: the server answered the probe `ping` sent after "
+                                     "the offending frame(s), so it carried on (frames: %r)" % seen[-3:])
 
-    def read_close_code(self, timeout=5.0, echo=True):
-        frame = self.read_close(timeout)
+    def read_close_code(self, timeout=5.0, echo=True, probe=False):
+        frame = self.read_close(timeout, probe=probe)
         if echo:
             self.send_raw(build_frame(OP_CLOSE, frame.payload[:2]))
         return frame.close_code
@@ -664,8 +669,8 @@ class NodeTestCase(unittest.TestCase):
     def client(self, **kw):
         return self.track(WS.client(self.port, **kw))
 
-    def assertClose(self, ws, expected, timeout=5.0, what=""):
-        code = ws.read_close_code(timeout)
+    def assertClose(self, ws, expected, timeout=5.0, what="", probe=False):
+        code = ws.read_close_code(timeout, probe=probe)
         self.assertEqual(code, expected, "%sexpected close %s, got %s" % (what and what + ": ", expected, code))
         # ...and then the server ends the TCP connection.
         took = ws.wait_eof(5)
@@ -697,7 +702,8 @@ class ProtocolTests(NodeTestCase):
         ws = self.client()
         for frame in frames:
             ws.send_raw(frame)
-        self.assertClose(ws, expected, what=what)
+        ws.send_text("ping")  # the probe: must not be answered
+        self.assertClose(ws, expected, what=what, probe=True)
 
     # 1. Invalid UTF-8 in text -> 1007
 
@@ -733,7 +739,8 @@ class ProtocolTests(NodeTestCase):
         answers the close frame (docs: within 3 s)."""
         ws = self.client()
         ws.send_raw(build_frame(OP_TEXT, b"\xff"))
-        code = ws.read_close_code(5, echo=False)
+        ws.send_text("ping")
+        code = ws.read_close_code(5, echo=False, probe=True)
         self.assertEqual(code, 1007)
         self.assertIsNotNone(ws.wait_eof(6), "TCP still open 6s after the close frame")
 
@@ -800,6 +807,7 @@ class ProtocolTests(NodeTestCase):
         ws = self.client()
         ws.send_frame(OP_CLOSE, close_payload(1000, b"by\xff\xfe"))
         got = ws.read_close_code(5)
+        self.assertNotEqual(got, None, "answered with an empty close")
         self.assertEqual(got, 1007)
 
     def test_03b_valid_close_is_echoed(self):
@@ -929,11 +937,12 @@ class ProtocolTests(NodeTestCase):
                     ws.sock.sendall(frame * 50)
                 except OSError:
                     return
+            ws.send_text("ping")  # the probe: a pong means all 5000 frames were taken
 
         thread = threading.Thread(target=sender, daemon=True)
         thread.start()
         try:
-            got = ws.read_close(15)
+            got = ws.read_close(15, probe=True)
         finally:
             stop.set()
             thread.join(5)
