@@ -45,6 +45,8 @@ struct Replay: AsyncParsableCommand {
     @Option(help: "json (one object a line) or table.")
     var format: OutputFormat = .json
 
+    @OptionGroup var topics: TopicOptions
+
     @Flag(help: "Send the matches again to their targets that are online now (needs --etcd and the client-ID key).")
     var redeliver = false
 
@@ -72,7 +74,9 @@ struct Replay: AsyncParsableCommand {
             fail("invalid filter: \(error.message)")
         }
         if let node {
-            try await replayFromNode(node, options: options.compactMapValues { $0 }, token: adminToken ?? environment["HERALD_ADMIN_TOKEN"])
+            try await replayFromNode(
+                node, options: options.compactMapValues { $0 }, token: adminToken ?? environment["HERALD_ADMIN_TOKEN"],
+                table: format == .table && !redeliver)
             return
         }
         guard let kafka = kafka ?? environment["HERALD_KAFKA"] else { fail("--kafka (or HERALD_KAFKA) or --node is required") }
@@ -88,7 +92,9 @@ struct Replay: AsyncParsableCommand {
                 advertise: "-", internalToken: "")
             redelivery = ClusterRedelivery(settings: settings, codec: codec, logger: logger)
         }
-        let replay = ClusterReplay(kafka: kafka, logger: logger)
+        let replay = ClusterReplay(
+            kafka: kafka, logger: logger, unicastTopic: topics.unicastTopic, broadcastTopic: topics.broadcastTopic,
+            eventsTopic: topics.eventsTopic)
         let started = ContinuousClock.now
         let matches = try await replay.matches(filter) { scanned in
             FileHandle.standardError.write(Data("replay: scanned \(scanned) records\n".utf8))
@@ -110,7 +116,7 @@ struct Replay: AsyncParsableCommand {
     }
 
     /// A node's /admin/replay (or /admin/replay/redeliver), printed as it answers.
-    private func replayFromNode(_ node: String, options: [String: String], token: String?) async throws {
+    private func replayFromNode(_ node: String, options: [String: String], token: String?, table: Bool) async throws {
         var components = URLComponents(string: node + (redeliver ? "/admin/replay/redeliver" : "/admin/replay"))
         components?.queryItems = options.map { URLQueryItem(name: $0.key, value: $0.value) }
         guard let url = components?.url?.absoluteString else { fail("--node is not a URL: \(node)") }
@@ -120,17 +126,39 @@ struct Replay: AsyncParsableCommand {
         let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
         let body = String(buffer: try await response.body.collect(upTo: 1 << 30))
         guard response.status == .ok else { fail("\(node) answered \(response.status.code): \(body)") }
-        print(body, terminator: body.hasSuffix("\n") || body.isEmpty ? "" : "\n")
+        guard table else {
+            print(body, terminator: body.hasSuffix("\n") || body.isEmpty ? "" : "\n")
+            return
+        }
+        // The node's NDJSON, one replay line an object, as a table.
+        var rows: [[String]] = []
+        for line in body.split(separator: "\n") where !line.isEmpty {
+            guard let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else { continue }
+            let payload = object["payload"].flatMap { try? JSONSerialization.data(withJSONObject: $0, options: [.fragmentsAllowed]) }
+            rows.append(
+                [
+                    object["timestamp"] as? String ?? "", object["topic"] as? String ?? "",
+                    (object["partition"] as? NSNumber)?.stringValue ?? "", (object["offset"] as? NSNumber)?.stringValue ?? "",
+                    object["kind"] as? String ?? "", object["messageId"] as? String ?? "", object["systemId"] as? String ?? "",
+                    String((object["target"] as? String ?? "").prefix(24)),
+                    String((payload.map { String(decoding: $0, as: UTF8.self) } ?? "").prefix(60)),
+                ])
+        }
+        Self.printTable(rows)
     }
 
     private func printTable(_ lines: [ReplayLine]) {
+        Self.printTable(
+            lines.map {
+                [
+                    $0.timestamp, $0.topic, String($0.partition), String($0.offset), $0.kind, $0.messageId, $0.systemId,
+                    String($0.target.prefix(24)), String($0.payload.text.prefix(60)),
+                ]
+            })
+    }
+
+    private static func printTable(_ rows: [[String]]) {
         let header = ["TIMESTAMP", "TOPIC", "PART", "OFFSET", "KIND", "MESSAGE", "SYSTEM", "TARGET", "PAYLOAD"]
-        let rows = lines.map {
-            [
-                $0.timestamp, $0.topic, String($0.partition), String($0.offset), $0.kind, $0.messageId, $0.systemId,
-                String($0.target.prefix(24)), String($0.payload.text.prefix(60)),
-            ]
-        }
         let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
         for row in [header] + rows {
             print(row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  "))
@@ -140,7 +168,9 @@ struct Replay: AsyncParsableCommand {
 
 /// `herald trace`: one message's path through the fabric, from the events topic.
 struct Trace: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print a message's path: accepted, produced, delivered, acked, dropped.")
+    static let configuration = CommandConfiguration(
+        abstract: "Print a message's path: accepted, produced, delivered, acked, dropped.",
+        discussion: "Reads the events topic with --kafka, or asks a node's /admin/trace with --node (a standalone node, or any node of a cluster).")
 
     @Argument(help: "The message id a send answered.")
     var messageId: String
@@ -153,6 +183,8 @@ struct Trace: AsyncParsableCommand {
 
     @Option(name: .customLong("admin-token"), help: "Admin token for --node (env HERALD_ADMIN_TOKEN).")
     var adminToken: String?
+
+    @OptionGroup var topics: TopicOptions
 
     func run() async throws {
         if let node {
@@ -170,13 +202,34 @@ struct Trace: AsyncParsableCommand {
             return
         }
         guard let kafka = kafka ?? ProcessInfo.processInfo.environment["HERALD_KAFKA"] else {
-            fail("--kafka is required (or HERALD_KAFKA)")
+            fail("--kafka (or HERALD_KAFKA) or --node is required")
         }
-        guard let steps = try await ClusterReplay(kafka: kafka, logger: opsLogger()).trace(messageId) else {
+        let replay = ClusterReplay(
+            kafka: kafka, logger: opsLogger(), unicastTopic: topics.unicastTopic, broadcastTopic: topics.broadcastTopic,
+            eventsTopic: topics.eventsTopic)
+        guard let steps = try await replay.trace(messageId) else {
             fail("no record of message \(messageId)")
         }
         print(FrameEncoding.encode(MessageTrace(messageId: messageId, steps: steps)))
     }
+}
+
+/// The topics the cluster was configured with (`herald serve --unicast-topic ...`), so the
+/// ops commands read the same ones.
+struct TopicOptions: ParsableArguments {
+    @Option(name: .customLong("unicast-topic"), help: "The cluster's unicast topic (env HERALD_UNICAST_TOPIC).")
+    var unicastTopicOption: String?
+
+    @Option(name: .customLong("broadcast-topic"), help: "The cluster's broadcast topic (env HERALD_BROADCAST_TOPIC).")
+    var broadcastTopicOption: String?
+
+    @Option(name: .customLong("events-topic"), help: "The cluster's trace events topic (env HERALD_EVENTS_TOPIC).")
+    var eventsTopicOption: String?
+
+    private var environment: [String: String] { ProcessInfo.processInfo.environment }
+    var unicastTopic: String { unicastTopicOption ?? environment["HERALD_UNICAST_TOPIC"] ?? Topics.unicast }
+    var broadcastTopic: String { broadcastTopicOption ?? environment["HERALD_BROADCAST_TOPIC"] ?? Topics.broadcast }
+    var eventsTopic: String { eventsTopicOption ?? environment["HERALD_EVENTS_TOPIC"] ?? Topics.events }
 }
 
 /// `herald nodes`: the live nodes, from etcd.

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import HeraldServer
 import Logging
+import NIOCore
 
 /// `herald serve`: every option can also come from HERALD_<NAME> in the environment or from a JSON
 /// config file (`--config`); the command line wins over the environment, which wins over the file.
@@ -17,7 +18,7 @@ struct Serve: AsyncParsableCommand {
 
     private static let defaults = HeraldConfiguration()
 
-    @Option(help: help("JSON file of settings, keyed by option name.", "config", default: "none"))
+    @Option(parsing: .unconditional, help: help("JSON file of settings, keyed by option name.", "config", default: "none"))
     var config: String?
 
     @Flag(help: help(
@@ -25,153 +26,153 @@ struct Serve: AsyncParsableCommand {
         "dev", default: "off"))
     var dev = false
 
-    @Option(help: help("Address to listen on.", "host", default: defaults.host))
+    @Option(parsing: .unconditional, help: help("Address to listen on.", "host", default: defaults.host))
     var host: String?
 
-    @Option(help: help("Port to listen on.", "port", default: defaults.port))
+    @Option(parsing: .unconditional, help: help("Port to listen on.", "port", default: defaults.port))
     var port: Int?
 
-    @Option(help: help(
+    @Option(parsing: .unconditional, help: help(
         "Address other nodes and client IDs use to reach this node.", "advertise", default: "host:port"))
     var advertise: String?
 
-    @Option(name: .customLong("node-id"), help: help("This node's name.", "node-id", default: "derived from the address"))
+    @Option(name: .customLong("node-id"), parsing: .unconditional, help: help("This node's name.", "node-id", default: "derived from the address"))
     var nodeId: String?
 
-    @Option(name: .customLong("admin-token"), help: help(
+    @Option(name: .customLong("admin-token"), parsing: .unconditional, help: help(
         "Admin token for /api/register and /admin; required without --dev.", "admin-token", default: "none"))
     var adminToken: String?
 
-    @Option(name: .customLong("client-id-key"), help: help(
+    @Option(name: .customLong("client-id-key"), parsing: .unconditional, help: help(
         "Base64 AES-256 keys, comma-separated; the first seals new client IDs, all open old ones. Required without --dev; `herald keygen` makes one.",
         "client-id-key", default: "none"))
     var clientIdKey: String?
 
-    @Option(name: .customLong("max-body-bytes"), help: help(
+    @Option(name: .customLong("max-body-bytes"), parsing: .unconditional, help: help(
         "Largest request body; larger answers 413.", "max-body-bytes", default: defaults.maxBodyBytes))
     var maxBodyBytes: Int?
 
-    @Option(name: .customLong("max-frame-bytes"), help: help(
+    @Option(name: .customLong("max-frame-bytes"), parsing: .unconditional, help: help(
         "Largest WebSocket frame from a client; larger closes 1009.", "max-frame-bytes", default: defaults.maxFrameBytes))
     var maxFrameBytes: Int?
 
-    @Option(name: .customLong("outbound-queue"), help: help(
+    @Option(name: .customLong("outbound-queue"), parsing: .unconditional, help: help(
         "Frames queued for one client before it is closed 1013.", "outbound-queue", default: defaults.outboundQueueLimit))
     var outboundQueue: Int?
 
-    @Option(name: .customLong("outbound-queue-bytes"), help: help(
+    @Option(name: .customLong("outbound-queue-bytes"), parsing: .unconditional, help: help(
         "Bytes queued for one client before it is closed 1013.", "outbound-queue-bytes", default: defaults.outboundQueueBytes))
     var outboundQueueBytes: Int?
 
-    @Option(name: .customLong("inbound-frame-rate"), help: help(
+    @Option(name: .customLong("inbound-frame-rate"), parsing: .unconditional, help: help(
         "Frames a second one client may send (bursts of twice that); more closes 1008; 0 is off.", "inbound-frame-rate",
         default: defaults.inboundFrameRate))
     var inboundFrameRate: Double?
 
-    @Option(name: .customLong("allowed-origins"), help: help(
+    @Option(name: .customLong("allowed-origins"), parsing: .unconditional, help: help(
         "Origins a WebSocket upgrade may come from, comma-separated patterns (* any, https://*.example.com); others get 403.",
         "allowed-origins", default: "*"))
     var allowedOrigins: String?
 
-    @Option(name: .customLong("api-allowed-origins"), help: help(
+    @Option(name: .customLong("api-allowed-origins"), parsing: .unconditional, help: help(
         "Browser origins allowed to call /api and /admin (comma-separated patterns); a request with another Origin gets 403.",
         "api-allowed-origins", default: "none"))
     var apiAllowedOrigins: String?
 
-    @Option(name: .customLong("header-timeout"), help: help(
+    @Option(name: .customLong("header-timeout"), parsing: .unconditional, help: help(
         "Seconds a client has to send a request head (and be admitted to a WebSocket).", "header-timeout",
         default: defaults.headerTimeout))
     var headerTimeout: Double?
 
-    @Option(name: .customLong("body-timeout"), help: help(
+    @Option(name: .customLong("body-timeout"), parsing: .unconditional, help: help(
         "Seconds a client has to send a request body.", "body-timeout", default: defaults.bodyTimeout))
     var bodyTimeout: Double?
 
-    @Option(name: .customLong("keepalive-timeout"), help: help(
+    @Option(name: .customLong("keepalive-timeout"), parsing: .unconditional, help: help(
         "Seconds a kept-alive HTTP connection may wait for its next request.", "keepalive-timeout",
         default: defaults.keepAliveTimeout))
     var keepaliveTimeout: Double?
 
-    @Option(name: .customLong("max-connections"), help: help(
+    @Option(name: .customLong("max-connections"), parsing: .unconditional, help: help(
         "Open connections the node accepts; more are answered 503 and closed.", "max-connections",
         default: defaults.maxConnections))
     var maxConnections: Int?
 
-    @Option(name: .customLong("ping-interval"), help: help(
+    @Option(name: .customLong("ping-interval"), parsing: .unconditional, help: help(
         "Seconds between WebSocket pings.", "ping-interval", default: defaults.pingInterval))
     var pingInterval: Double?
 
-    @Option(name: .customLong("idle-timeout"), help: help(
+    @Option(name: .customLong("idle-timeout"), parsing: .unconditional, help: help(
         "Seconds a client may send nothing before it is closed.", "idle-timeout", default: defaults.idleTimeout))
     var idleTimeout: Double?
 
-    @Option(name: .customLong("rate-limit"), help: help(
+    @Option(name: .customLong("rate-limit"), parsing: .unconditional, help: help(
         "API calls a second per system; 0 is off.", "rate-limit", default: defaults.rateLimit))
     var rateLimit: Int?
 
-    @Option(name: .customLong("group-presence"), help: help(
+    @Option(name: .customLong("group-presence"), parsing: .unconditional, help: help(
         "Send members of a group 1001/1002 frames when others join or leave (true or false); every node of a cluster must agree.",
         "group-presence", default: "true"))
     var groupPresence: Bool?
 
-    @Option(name: .customLong("journal-capacity"), help: help(
+    @Option(name: .customLong("journal-capacity"), parsing: .unconditional, help: help(
         "Messages the standalone journal keeps for replay.", "journal-capacity", default: defaults.journalCapacity))
     var journalCapacity: Int?
 
-    @Option(name: .customLong("trace-capacity"), help: help(
+    @Option(name: .customLong("trace-capacity"), parsing: .unconditional, help: help(
         "Delivery events the standalone trace keeps.", "trace-capacity", default: defaults.traceCapacity))
     var traceCapacity: Int?
 
-    @Option(name: .customLong("shutdown-grace"), help: help(
+    @Option(name: .customLong("shutdown-grace"), parsing: .unconditional, help: help(
         "Seconds shutdown waits for clients to take their 1001 close.", "shutdown-grace", default: defaults.shutdownGrace))
     var shutdownGrace: Double?
 
-    @Option(name: .customLong("log-level"), help: help(
+    @Option(name: .customLong("log-level"), parsing: .unconditional, help: help(
         "trace, debug, info, notice, warning, error or critical.", "log-level", default: "info"))
     var logLevel: String?
 
-    @Option(help: help(
+    @Option(parsing: .unconditional, help: help(
         "Kafka bootstrap servers (host:port,...): runs the node in a cluster.", "kafka", default: "none, standalone"))
     var kafka: String?
 
-    @Option(help: help("etcd client URLs (http://host:port,...), required with --kafka.", "etcd", default: "none"))
+    @Option(parsing: .unconditional, help: help("etcd client URLs (http://host:port,...), required with --kafka.", "etcd", default: "none"))
     var etcd: String?
 
-    @Option(name: .customLong("lease-ttl"), help: help(
+    @Option(name: .customLong("lease-ttl"), parsing: .unconditional, help: help(
         "Seconds the node's slot outlives it in etcd.", "lease-ttl", default: defaults.leaseTTL))
     var leaseTTL: Int?
 
-    @Option(name: .customLong("produce-timeout"), help: help(
+    @Option(name: .customLong("produce-timeout"), parsing: .unconditional, help: help(
         "Seconds a send waits for Kafka before answering 5030.", "produce-timeout", default: defaults.produceTimeout))
     var produceTimeout: Double?
 
-    @Option(name: .customLong("unicast-partitions"), help: help(
+    @Option(name: .customLong("unicast-partitions"), parsing: .unconditional, help: help(
         "Partitions the unicast topic is created with (the slots).", "unicast-partitions",
         default: defaults.unicastPartitions))
     var unicastPartitions: Int?
 
-    @Option(name: .customLong("broadcast-partitions"), help: help(
+    @Option(name: .customLong("broadcast-partitions"), parsing: .unconditional, help: help(
         "Partitions the broadcast topic is created with.", "broadcast-partitions", default: defaults.broadcastPartitions))
     var broadcastPartitions: Int?
 
-    @Option(name: .customLong("peer-timeout"), help: help(
+    @Option(name: .customLong("peer-timeout"), parsing: .unconditional, help: help(
         "Seconds to wait for another node's answer (online lists, status).", "peer-timeout",
         default: defaults.peerTimeout))
     var peerTimeout: Double?
 
-    @Option(name: .customLong("fetch-wait-ms"), help: help(
+    @Option(name: .customLong("fetch-wait-ms"), parsing: .unconditional, help: help(
         "Kafka fetch.wait.max.ms for the node's consumer.", "fetch-wait-ms", default: defaults.fetchWaitMillis))
     var fetchWaitMs: Int?
 
-    @Option(name: .customLong("unicast-topic"), help: help(
+    @Option(name: .customLong("unicast-topic"), parsing: .unconditional, help: help(
         "Topic whose partitions are the nodes' slots.", "unicast-topic", default: defaults.unicastTopic))
     var unicastTopic: String?
 
-    @Option(name: .customLong("broadcast-topic"), help: help(
+    @Option(name: .customLong("broadcast-topic"), parsing: .unconditional, help: help(
         "Topic every node reads for group and system sends.", "broadcast-topic", default: defaults.broadcastTopic))
     var broadcastTopic: String?
 
-    @Option(name: .customLong("etcd-prefix"), help: help(
+    @Option(name: .customLong("etcd-prefix"), parsing: .unconditional, help: help(
         "Root of Herald's keys in etcd.", "etcd-prefix", default: defaults.etcdPrefix))
     var etcdPrefix: String?
 
@@ -227,7 +228,14 @@ struct Serve: AsyncParsableCommand {
         if configuration.dev, configuration.clientIdKeys == nil {
             logger.warning("dev mode: using an ephemeral client-ID key; client IDs will not survive a restart")
         }
-        try await node.run()
+        do {
+            try await node.run()
+        } catch let error as IOError where error.errnoCode == EADDRINUSE {
+            let message = "port \(configuration.port) on \(configuration.host) is in use by another process; stop it or choose another with --port"
+            logger.critical("cannot start: \(message)")
+            FileHandle.standardError.write(Data("herald: \(message)\n".utf8))
+            throw ExitCode(1)
+        }
     }
 
     private static func configuration(from settings: SettingsReader) throws(ConfigurationError) -> HeraldConfiguration {
