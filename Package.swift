@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .executable(name: "herald", targets: ["herald"]),
         .executable(name: "herald-bench", targets: ["HeraldBench"]),
+        .executable(name: "herald-fuzz", targets: ["HeraldFuzz"]),
         .library(name: "HeraldCore", targets: ["HeraldCore"]),
         .library(name: "HeraldServer", targets: ["HeraldServer"]),
     ],
@@ -124,6 +125,20 @@ let package = Package(
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
             ],
+            swiftSettings: strict
+        ),
+        // libFuzzer targets (scripts/fuzz builds them with -sanitize=fuzzer -DHERALD_FUZZ); a
+        // normal build makes a runner that replays the seed corpus once.
+        .executableTarget(
+            name: "HeraldFuzz",
+            dependencies: [
+                "HeraldCore",
+                "HeraldServer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ],
+            path: "Tests/Fuzz/Sources",
             swiftSettings: strict
         ),
         .testTarget(
