@@ -29,14 +29,46 @@ public final class OutboundFrame: Sendable {
     }
 }
 
-/// A group of one system.
+/// A string compared and hashed by its UTF-8 bytes. Swift's `String` equality is canonical
+/// equivalence ("\u{212A}" equals "K", "e\u{301}" equals "é"), while Kafka keys, etcd and
+/// every other node compare bytes: identifiers are keyed by this so all of them agree.
+public struct ExactString: Hashable, Sendable, Comparable, ExpressibleByStringLiteral, CustomStringConvertible {
+    public let value: String
+
+    public init(_ value: String) {
+        self.value = value
+    }
+
+    public init(stringLiteral value: String) {
+        self.value = value
+    }
+
+    public static func == (lhs: ExactString, rhs: ExactString) -> Bool {
+        lhs.value.utf8.elementsEqual(rhs.value.utf8)
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        for byte in value.utf8 { hasher.combine(byte) }
+        hasher.combine(0xFF as UInt8)  // no UTF-8 string contains 0xFF: a terminator
+    }
+
+    public static func < (lhs: ExactString, rhs: ExactString) -> Bool {
+        lhs.value.utf8.lexicographicallyPrecedes(rhs.value.utf8)
+    }
+
+    public var description: String { value }
+}
+
+/// A group of one system, compared by the bytes of both names.
 public struct GroupKey: Hashable, Sendable {
-    public var systemId: String
-    public var name: String
+    public var systemId: String { system.value }
+    public var name: String { group.value }
+    private let system: ExactString
+    private let group: ExactString
 
     public init(systemId: String, name: String) {
-        self.systemId = systemId
-        self.name = name
+        self.system = ExactString(systemId)
+        self.group = ExactString(name)
     }
 }
 
@@ -49,7 +81,8 @@ public final class ConnectionRegistry: Sendable {
         public let systemId: String
         public let userId: String
         public let sink: any ClientSink
-        public fileprivate(set) var groups: Set<String> = []
+        /// By bytes, like `GroupKey` (see `ExactString`).
+        public fileprivate(set) var groups: Set<ExactString> = []
     }
 
     struct Member: Sendable {
@@ -101,7 +134,7 @@ public final class ConnectionRegistry: Sendable {
                 state.systems[connection.systemId] = nil
             }
             return connection.groups.sorted().compactMap { group in
-                Self.leave(&state, serial: serial, key: GroupKey(systemId: connection.systemId, name: group))
+                Self.leave(&state, serial: serial, key: GroupKey(systemId: connection.systemId, name: group.value))
             }
         }
     }
@@ -133,7 +166,7 @@ public final class ConnectionRegistry: Sendable {
             if !alreadyBound, connection.groups.count >= FieldLimits.groupsPerClient { return .tooManyGroups }
             state.groups[key, default: [:]][serial] = Member(info: info, sink: connection.sink)
             if alreadyBound { return .bound(Change(systemId: connection.systemId, group: group, info: info, changed: false)) }
-            connection.groups.insert(group)
+            connection.groups.insert(ExactString(group))
             state.connections[serial] = connection
             return .bound(Change(systemId: connection.systemId, group: group, info: info, changed: true))
         }
@@ -144,7 +177,7 @@ public final class ConnectionRegistry: Sendable {
         state.withLock { state in
             guard var connection = state.connections[serial] else { return nil }
             let key = GroupKey(systemId: connection.systemId, name: group)
-            guard connection.groups.remove(group) != nil else {
+            guard connection.groups.remove(ExactString(group)) != nil else {
                 let info = PresenceInfo(clientId: connection.clientId, userId: connection.userId, extend: "")
                 return Change(systemId: connection.systemId, group: group, info: info, changed: false)
             }

@@ -124,6 +124,6 @@ public struct LocalPresence: PresenceDirectory {
         guard id.slot == local.slot, id.epoch == local.epoch,
             let connection = registry.connection(serial: id.serial), connection.systemId == systemId
         else { return (false, []) }
-        return (true, connection.groups.sorted())
+        return (true, connection.groups.sorted().map(\.value))
     }
 }

@@ -70,11 +70,12 @@ public actor IdempotencyCache<Answer: Sendable> {
     private let capacity: Int
     private let capacityBytes: Int
     private let weight: @Sendable (Answer) -> Int
-    private var entries: [String: Entry] = [:]
+    /// Keyed by bytes: an Idempotency-Key is an identifier (see `ExactString`).
+    private var entries: [ExactString: Entry] = [:]
     private var storedBytes = 0
     /// Insertion order with the time of each insertion; a key stored again leaves a stale
     /// record behind, which eviction recognises by its time and skips.
-    private var order = Deque<(key: String, storedAt: Int64)>()
+    private var order = Deque<(key: ExactString, storedAt: Int64)>()
 
     public init(
         ttlMillis: Int64 = 600_000, capacity: Int = 100_000, capacityBytes: Int = 64 << 20,
@@ -97,12 +98,13 @@ public actor IdempotencyCache<Answer: Sendable> {
         keep: @Sendable (Answer) -> Bool = { _ in true },
         work: @escaping @Sendable () async -> Answer
     ) async -> Outcome {
+        let key = ExactString(key)
         if let entry = entries[key], now - entry.storedAt < ttl {
             guard entry.fingerprint == fingerprint else { return .conflict }
             return .answered(await entry.task.value)
         }
         let task = Task { await work() }
-        let keyBytes = key.utf8.count + fingerprint.count + 64
+        let keyBytes = key.value.utf8.count + fingerprint.count + 64
         if let old = entries[key] { storedBytes -= old.bytes }
         entries[key] = Entry(task: task, storedAt: now, fingerprint: fingerprint, bytes: keyBytes)
         storedBytes += keyBytes

@@ -262,3 +262,37 @@ struct ConnectionRegistryBoundTests {
         #expect(registry.connection(serial: 1)?.groups.count == FieldLimits.groupsPerClient)
     }
 }
+
+@Suite("Identifiers compare by bytes")
+struct ExactIdentifierTests {
+    final class Sink: ClientSink {
+        func push(_ frame: OutboundFrame) -> Bool { true }
+        func close(code: UInt16, reason: String) {}
+    }
+
+    @Test("\"é\" composed and decomposed are two groups, as they are on Kafka and in etcd; leaving one leaves only it")
+    func canonicalEquivalentGroupsStayApart() {
+        let composed = "caf\u{E9}"
+        let decomposed = "cafe\u{301}"
+        #expect(composed == decomposed, "Swift calls them equal")
+        #expect(GroupKey(systemId: "s", name: composed) != GroupKey(systemId: "s", name: decomposed))
+        let registry = ConnectionRegistry()
+        registry.add(registry.makeConnection(serial: 1, clientId: "c", systemId: "s", userId: "", sink: Sink()))
+        #expect(registry.bind(serial: 1, group: composed, userId: "", extend: "").change?.changed == true)
+        #expect(registry.bind(serial: 1, group: decomposed, userId: "", extend: "").change?.changed == true)
+        #expect(registry.connection(serial: 1)?.groups.count == 2)
+        _ = registry.unbind(serial: 1, group: decomposed)
+        #expect(registry.presence(of: GroupKey(systemId: "s", name: composed)).count == 1)
+        #expect(registry.presence(of: GroupKey(systemId: "s", name: decomposed)).isEmpty)
+        registry.remove(serial: 1)
+        #expect(registry.presence(of: GroupKey(systemId: "s", name: composed)).isEmpty, "nothing left behind")
+    }
+
+    @Test("the Kelvin sign is not K for idempotency keys either")
+    func idempotencyKeysByBytes() async {
+        let cache = IdempotencyCache<String>()
+        _ = await cache.answer(for: "KIOSK") { "first" }
+        let other = await cache.answer(for: "\u{212A}IOSK") { "second" }
+        #expect(other == "second")
+    }
+}

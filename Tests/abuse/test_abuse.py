@@ -330,7 +330,7 @@ def upgrade_request(path="/ws?systemId=" + SYSTEM, method="GET", key=None, versi
     if connection is not None:
         lines.append("Connection: %s" % connection)
     if key is not False:
-        lines.append("Sec-WebSocket-Key: %s" % (key or new_key()))
+        lines.append("Sec-WebSocket-Key: %s" % (new_key() if key is None else key))
     if version is not None:
         lines.append("Sec-WebSocket-Version: %s" % version)
     if origin is not None:
@@ -873,19 +873,33 @@ class ProtocolTests(NodeTestCase):
         request = b"GET /ws?systemId=abuse HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
         self.assertHandshake400(request, "plain GET /ws")
 
-    def test_05g_upgrade_after_keepalive_request_400_not_redirect(self):
-        """An upgrade that comes as the second request of a kept-alive connection gets an answer
-        (400 JSON 4000 or 101), never a 307 redirect or a silent drop."""
+    def late_upgrade(self, path):
+        """An upgrade sent as the second request of a kept-alive connection: its answer."""
         sock = self.track(socket.create_connection((HOST, self.port), timeout=5))
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         status, _, _, rest = read_http_response(sock, 5)
         self.assertEqual(status, 200)
-        sock.sendall(upgrade_request())
-        status, headers, body, _ = read_http_response(sock, 5, rest)
-        self.assertNotEqual(status, 307, "redirected to %r" % headers.get("location"))
-        self.assertIn(status, (101, 400), "HTTP %s %r" % (status, body[:200]))
-        if status == 400:
-            self.assertEqual(json.loads(body).get("code"), 4000)
+        sock.sendall(upgrade_request(path=path))
+        return read_http_response(sock, 5, rest)
+
+    def test_05g_late_upgrade_on_other_path_400_not_redirect(self):
+        """The brief's "upgrade on another path -> 400 JSON 4000, never a 307" also when the
+        upgrade is not the connection's first request (a 307 would send the client to a path
+        that has no WebSocket)."""
+        for path in ("/other", "/api/foo"):
+            with self.subTest(path):
+                status, headers, body, _ = self.late_upgrade(path)
+                self.assertNotEqual(status, 307, "redirected to %r" % headers.get("location"))
+                self.assertEqual(status, 400, "HTTP %s %r" % (status, body[:200]))
+                self.assertEqual(json.loads(body).get("code"), 4000, body[:200])
+
+    def test_05h_late_upgrade_on_ws_is_answered(self):
+        """A late upgrade on /ws gets an answer: 101, 400, or the documented 307 to a fresh
+        connection (HeraldHTTPChannel.redirectingLateUpgrades); never a silent drop."""
+        status, headers, body, _ = self.late_upgrade("/ws?systemId=" + SYSTEM)
+        self.assertIn(status, (101, 307, 400), "HTTP %s %r" % (status, body[:200]))
+        if status == 307:
+            self.assertEqual(headers.get("location"), ["/ws?systemId=" + SYSTEM])
 
     # 6. Origins without settings
 
@@ -1211,7 +1225,10 @@ class GhostTests(NodeTestCase):
         self.assertEqual(len(still_open), 0, "%d of %d half-closed ghosts still open" % (len(still_open), len(half_open)))
         # The node still admits clients.
         ws = self.client()
-        self.assertEqual(metric(self.port, gauge), baseline + 1)
+        deadline = time.monotonic() + 3
+        while metric(self.port, gauge) != baseline + 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(metric(self.port, gauge), baseline + 1, "a real client is not counted")
         ws.send_text("ping")
         self.assertEqual(ws.read_data(5).payload, b"pong")
 
@@ -1310,7 +1327,7 @@ class SlowlorisTests(NodeTestCase):
         open_socks = set(socks)
         health_failures = []
         next_probe = started
-        while open_socks and time.monotonic() - started < self.LIMIT + 1:
+        while open_socks and time.monotonic() - started < self.LIMIT + 0.5:
             readable, _, _ = select.select(list(open_socks), [], [], 0.1)
             for s in readable:
                 if _recv_until(s, time.monotonic() + 0.05) == b"":
@@ -1417,8 +1434,50 @@ class ConnectionCapTests(NodeTestCase):
         self.assertEqual(status, 200, "/healthz after the idle connections closed: %s" % status)
 
 
+class SummaryResult(unittest.TextTestResult):
+    """Keeps one outcome per test (a failing subtest fails its test) for the closing summary."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.outcomes = {}
+
+    def _note(self, test, outcome):
+        key = test.id().replace("__main__.", "")
+        if self.outcomes.get(key) not in ("FAIL", "ERROR"):
+            self.outcomes[key] = outcome
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self._note(test, "pass")
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._note(test, "FAIL")
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self._note(test, "ERROR")
+
+    def addSkip(self, test, reason):
+        super().addSkip(test, reason)
+        self._note(test, "skip")
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            self._note(test, "FAIL" if issubclass(err[0], test.failureException) else "ERROR")
+
+
 if __name__ == "__main__":
     if not (os.path.isfile(BIN) and os.access(BIN, os.X_OK)):
         sys.exit("no herald binary at %s (set HERALD_BIN)" % BIN)
     sys.stderr.write("herald binary: %s\nnode logs: %s\n" % (BIN, LOGDIR))
-    unittest.main(verbosity=2)
+    runner = unittest.TextTestRunner(verbosity=2, resultclass=SummaryResult)
+    program = unittest.main(verbosity=2, testRunner=runner, exit=False)
+    result = program.result
+    sys.stderr.write("\nSummary:\n")
+    for key in sorted(result.outcomes):
+        sys.stderr.write("  %-5s %s\n" % (result.outcomes[key], key))
+    passed = sum(1 for v in result.outcomes.values() if v == "pass")
+    sys.stderr.write("%d of %d tests passed\n" % (passed, len(result.outcomes)))
+    sys.exit(0 if result.wasSuccessful() else 1)
