@@ -33,7 +33,10 @@ public final class ClusterFabric: Sendable {
         // (one request per message costs the broker far more); an idle one pays 1 ms.
         producerConfig["linger.ms"] = "1"
         producerConfig["queue.buffering.max.messages"] = "100000"
-        producerConfig["enable.idempotence"] = "false"
+        producerConfig["message.max.bytes"] = String(settings.maxRecordBytes)
+        // Retries inside librdkafka never duplicate or reorder a record (the broker dedupes by
+        // producer id and sequence); an outcome that stays unknown is answered 5031.
+        producerConfig["enable.idempotence"] = settings.idempotentProducer ? "true" : "false"
         let producer = try KafkaProducer(config: producerConfig.merging(settings.kafkaProperties) { $1 }, logger: logger)
         let admin = try KafkaAdmin(config: settings.kafkaBase, logger: logger)
         // Membership (lease keepalive, slot claims, the watch) has a connection pool of its own,
@@ -69,7 +72,8 @@ public final class ClusterFabric: Sendable {
     /// Whether new clients can be given IDs: the slot is held and its partition is being read.
     public var acceptsClients: Bool {
         let local = membership.local
-        return membership.holds(slot: local.slot, epoch: local.epoch) && consumer.isConsuming(epoch: local.epoch)
+        return membership.holds(slot: local.slot, epoch: local.epoch) && membership.provesOwnSlot
+            && consumer.isConsuming(epoch: local.epoch)
     }
 
     /// Why the node is not ready, if it is not.

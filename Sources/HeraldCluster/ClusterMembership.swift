@@ -28,6 +28,10 @@ public final class ClusterMembership: Membership {
         var etcdReachable = false
         var problem: String? = "joining the cluster"
         var lease: Int64?
+        /// Until when this node can prove it holds its slot: its last successful keepalive's
+        /// send time plus the TTL etcd granted, minus a margin. Past it, etcd may have given
+        /// the slot to another node, so this one admits no clients and takes no sends for it.
+        var leaseProvenUntil: ContinuousClock.Instant?
     }
 
     private let settings: ClusterSettings
@@ -60,13 +64,25 @@ public final class ClusterMembership: Membership {
     }
 
     public var isReady: Bool {
-        state.withLock { $0.identity != nil && $0.etcdReachable }
+        state.withLock { $0.identity != nil && $0.etcdReachable } && provesOwnSlot
+    }
+
+    /// Whether the lease is still provably alive (see `State.leaseProvenUntil`).
+    public var provesOwnSlot: Bool {
+        state.withLock { state in
+            guard state.identity != nil, let until = state.leaseProvenUntil else { return false }
+            return ContinuousClock.now < until
+        }
     }
 
     /// Why the node is not ready, if it is not.
     public var problem: String? {
-        state.withLock { state in
+        let proven = provesOwnSlot
+        return state.withLock { state in
             if let problem = state.problem { return problem }
+            if state.identity != nil, !proven {
+                return "the lease could not be renewed in time: this node no longer serves its slot until etcd answers"
+            }
             return state.etcdReachable ? nil : "etcd is unreachable; serving from the last view"
         }
     }
@@ -122,10 +138,13 @@ public final class ClusterMembership: Membership {
 
     /// Grants a lease, claims the lowest free slot, publishes this node, loads the view.
     private func join(connections: Int) async throws -> (lease: Int64, revision: Int64) {
+        let grantedAt = ContinuousClock.now
         let lease = try await etcd.grantLease(ttl: settings.leaseTTL).id
+        let margin = max(Duration.seconds(settings.leaseTTL) / 10, .milliseconds(200))
         state.withLock {
             $0.lease = lease
             $0.etcdReachable = true
+            $0.leaseProvenUntil = grantedAt + .seconds(settings.leaseTTL) - margin
         }
         let (slot, epoch) = try await claimSlot(lease: lease)
         let identity = NodeIdentity(
@@ -175,17 +194,32 @@ public final class ClusterMembership: Membership {
         try await etcd.put(settings.nodesPrefix + identity.nodeId, value: Array(try JSONEncoder().encode(record)), lease: lease)
     }
 
-    /// Renews the lease every TTL/3. Returns only when etcd says the lease is gone; while
-    /// etcd is unreachable it keeps trying and the node keeps serving from its last view.
+    /// Renews the lease every TTL/10 (at least every 500 ms apart), and retries a failed renewal
+    /// every 250 ms, so a path cut shorter than the TTL costs nothing. Each success moves the
+    /// local deadline (`leaseProvenUntil`); past it the node stops serving its slot until etcd
+    /// answers again. Returns only when etcd says the lease is gone (the node then re-joins).
     private func keepAlive(_ lease: Int64) async {
-        let period = Duration.milliseconds(settings.leaseTTL * 1000 / 3)
+        let clock = ContinuousClock()
+        let ttl = Duration.seconds(settings.leaseTTL)
+        let period = max(ttl / 10, .milliseconds(500))
+        let margin = max(ttl / 10, .milliseconds(200))
+        let retry = Duration.milliseconds(250)
+        var next = clock.now + period
         while !Task.isCancelled {
-            try? await Task.sleep(for: period)
             do {
-                guard try await etcd.keepAliveOnce(lease: lease) != nil else { return }
-                markReachable(true)
+                try await Task.sleep(until: next, clock: clock)
+            } catch {
+                return
+            }
+            let sentAt = clock.now
+            do {
+                guard let remaining = try await etcd.keepAliveOnce(lease: lease) else { return }
+                state.withLock { $0.leaseProvenUntil = sentAt + .seconds(remaining) - margin }
+                if markReachable(true) { logger.notice("etcd reachable again; lease renewed") }
+                next = sentAt + period
             } catch {
                 if markReachable(false) { logger.warning("etcd unreachable", metadata: ["error": "\(error)"]) }
+                next = clock.now + retry
             }
         }
     }

@@ -23,6 +23,11 @@ public struct ClusterSettings: Sendable {
     public var peerTimeout: Duration = .seconds(2)
     /// Kafka's fetch.wait.max.ms: keep it low against brokers that wait it out in full.
     public var fetchWaitMillis = 10
+    /// The largest record the producer sends (librdkafka's `message.max.bytes`, set to match);
+    /// a message that would make a larger one is answered 413. Kafka's brokers take 1 MiB by default.
+    public var maxRecordBytes = 1_000_000
+    /// librdkafka's idempotent producer (needs a broker with InitProducerId).
+    public var idempotentProducer = true
     /// Extra librdkafka properties, applied last.
     public var kafkaProperties: [String: String] = [:]
     /// The admin token, used to authenticate node-to-node queries.

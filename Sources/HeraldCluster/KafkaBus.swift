@@ -30,17 +30,37 @@ public final class KafkaBus: Bus {
             key = message.systemId
             (topic, partition) = (settings.broadcastTopic, Self.partition(for: key, count: settings.broadcastPartitions))
         }
+        let keyBytes = Array(key.utf8)
+        let value = WireFormat.encode(message)
+        let headers = Self.headers(of: message)
+        // Measured before producing: a record the producer would refuse is the sender's doing
+        // (413), not an outage, and must not turn the node unready.
+        let size = Self.recordSize(key: keyBytes, value: value, headers: headers)
+        guard size <= settings.maxRecordBytes else { throw .recordTooLarge(size, limit: settings.maxRecordBytes) }
         do {
-            let placed = try await producer.send(
-                topic: topic, partition: partition, key: Array(key.utf8), value: WireFormat.encode(message),
-                headers: Self.headers(of: message))
+            let placed = try await producer.send(topic: topic, partition: partition, key: keyBytes, value: value, headers: headers)
             failures.store(0, ordering: .relaxed)
             return Placement(topic: topic, partition: placed.partition, offset: placed.offset)
+        } catch let error as KafkaError where error.isTooLarge {
+            throw .recordTooLarge(size, limit: settings.maxRecordBytes)
+        } catch let error as KafkaError where error.persistence != .notPersisted {
+            // Timed out or purged after it was sent: Kafka may have it (librdkafka's message
+            // status), so "nothing was sent" would not be true.
+            failures.add(1, ordering: .relaxed)
+            throw .outcomeUnknown("Kafka did not acknowledge in time: \(error)")
         } catch {
             failures.add(1, ordering: .relaxed)
-            throw .unavailable("Kafka did not acknowledge: \(error)")
+            throw .unavailable("Kafka did not take it: \(error)")
         }
     }
+
+    /// What librdkafka counts against `message.max.bytes` for one record, with room for the
+    /// record's own framing.
+    static func recordSize(key: [UInt8], value: [UInt8], headers: [KafkaHeader]) -> Int {
+        headers.reduce(key.count + value.count + recordOverhead) { $0 + $1.key.utf8.count + $1.value.count + 8 }
+    }
+
+    static let recordOverhead = 64
 
     /// Whether the last send went through (a cut Kafka path shows here before any probe).
     public var lastSendFailed: Bool { failures.load(ordering: .relaxed) > 0 }

@@ -67,6 +67,13 @@ public protocol Membership: Sendable {
     /// Whether `slot` is held by `epoch` in the node's current view.
     func holds(slot: UInt32, epoch: UInt64) -> Bool
     var isReady: Bool { get }
+    /// Whether this node can prove, now, that it still holds its own slot (a cluster node
+    /// whose lease could not be renewed in time cannot).
+    var provesOwnSlot: Bool { get }
+}
+
+extension Membership {
+    public var provesOwnSlot: Bool { true }
 }
 
 /// Membership of a node alone: it holds slot 0 with an epoch unique to this start, so IDs

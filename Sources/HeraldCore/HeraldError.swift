@@ -53,6 +53,14 @@ public struct HeraldError: Error, Sendable, Equatable, CustomStringConvertible {
     }
     public static let rateLimited = HeraldError(
         code: 4290, status: 429, message: "rate limit exceeded for this system")
+    /// Kafka may have the message (it was sent, its acknowledgement never came): a retry with
+    /// the same Idempotency-Key is the safe way on.
+    public static func outcomeUnknown(_ detail: String) -> HeraldError {
+        HeraldError(code: 5031, status: 503, message: "outcome unknown, Kafka may have the message; retry with the same Idempotency-Key: \(detail)")
+    }
+    public static func recordTooLarge(_ size: Int, limit: Int) -> HeraldError {
+        HeraldError(code: 4130, status: 413, message: "message is \(size) bytes as a Kafka record; the fabric takes at most \(limit)")
+    }
     public static func unavailable(_ detail: String) -> HeraldError {
         HeraldError(code: 5030, status: 503, message: "fabric unavailable, nothing was sent: \(detail)")
     }

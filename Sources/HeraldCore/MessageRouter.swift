@@ -27,6 +27,11 @@ public struct MessageRouter: Sendable {
     public func resolve(_ raw: String, systemId: String) throws(HeraldError) -> ClientID {
         let id = try codec.open(raw)
         guard id.belongs(to: systemId) else { throw .foreignClient }
+        let local = membership.local
+        if id.slot == local.slot, id.epoch == local.epoch, !membership.provesOwnSlot {
+            // Another node may hold this slot by now; nothing is sent until etcd says otherwise.
+            throw .unavailable("this node cannot renew its lease in etcd, so it cannot prove it still holds the client's slot")
+        }
         guard membership.holds(slot: id.slot, epoch: id.epoch) else { throw .clientOffline }
         if id.slot == membership.local.slot, registry.connection(serial: id.serial) == nil {
             throw .clientOffline
@@ -68,7 +73,8 @@ public struct MessageRouter: Sendable {
                 failed.append((raw, error))
             }
         }
-        if sent == 0, let outage = failed.first(where: { $0.1.code == 5030 }) {
+        // Nothing went out because of the fabric: the whole call fails, "unknown" before "nothing sent".
+        if sent == 0, let outage = failed.first(where: { $0.1.code == 5031 }) ?? failed.first(where: { $0.1.code == 5030 }) {
             throw outage.1.with(messageId: messageId)
         }
         return BatchResult(messageId: messageId, failed: failed)
@@ -148,7 +154,13 @@ public struct MessageRouter: Sendable {
             let placement = try await bus.publish(message)
             trace.record(messageId, TraceStep(.produced, node: node, placement: placement))
         } catch {
-            trace.record(messageId, TraceStep(.dropped, node: node, reason: "fabric unavailable"))
+            let reason =
+                switch error.code {
+                case 5031: "outcome unknown"
+                case 4130: "too large for the fabric"
+                default: "fabric unavailable"
+                }
+            trace.record(messageId, TraceStep(.dropped, node: node, reason: reason))
             throw error.with(messageId: messageId)
         }
     }

@@ -84,7 +84,13 @@ public final class KafkaProducer: Sendable {
         } else {
             // Not rd_kafka_message_errstr: for a produced message its payload is the record
             // (not a C string), and librdkafka says that function is not for producers.
-            box.continuation.resume(throwing: KafkaError(err))
+            var error = KafkaError(err)
+            switch rd_kafka_message_status(message) {
+            case RD_KAFKA_MSG_STATUS_NOT_PERSISTED: error.persistence = .notPersisted
+            case RD_KAFKA_MSG_STATUS_PERSISTED: error.persistence = .persisted
+            default: error.persistence = .possiblyPersisted
+            }
+            box.continuation.resume(throwing: error)
         }
     }
 

@@ -71,11 +71,23 @@ public struct KafkaError: Error, CustomStringConvertible, Sendable, Hashable {
     public var message: String
     /// librdkafka's judgement that retrying may succeed (only set where librdkafka says so).
     public var isRetriableHint: Bool
+    /// For a failed delivery: whether the broker may have the record anyway
+    /// (`rd_kafka_message_status`). A timed-out or purged in-flight record may be persisted.
+    public var persistence: Persistence
 
-    public init(code: Int32, message: String, retriable: Bool = false) {
+    public enum Persistence: Sendable, Hashable {
+        /// Never written to the broker: retrying cannot duplicate it.
+        case notPersisted
+        /// Sent, but no acknowledgement came: the broker may have it.
+        case possiblyPersisted
+        case persisted
+    }
+
+    public init(code: Int32, message: String, retriable: Bool = false, persistence: Persistence = .notPersisted) {
         self.code = code
         self.message = message
         self.isRetriableHint = retriable
+        self.persistence = persistence
     }
 
     init(_ err: rd_kafka_resp_err_t, _ message: String? = nil) {
@@ -109,6 +121,12 @@ public struct KafkaError: Error, CustomStringConvertible, Sendable, Hashable {
     public var isTimeout: Bool {
         code == Self.msgTimedOut || code == Self.timedOut
             || code == RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT.rawValue
+    }
+
+    /// The record is larger than the producer or the broker accepts (`message.max.bytes`):
+    /// the sender's doing, not an outage.
+    public var isTooLarge: Bool {
+        code == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE.rawValue || code == RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE.rawValue
     }
 
     /// The local producer queue is full (`queue.buffering.max.messages` / `.kbytes`): back off, answer 503.

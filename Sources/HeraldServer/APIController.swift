@@ -105,9 +105,10 @@ struct APIController: Sendable {
             let body = try await collected.collectBody(upTo: self.limit + 1)
             let fingerprint = Array(SHA256.hash(data: Array(body.readableBytesView)))
             let replayable = collected
-            // A 5xx (the fabric was unavailable) is not remembered: the retry it invites must run.
+            // "Nothing was sent" (5030) is not remembered: the retry it invites must run. An
+            // unknown outcome (5031) is, so the retry it invites cannot send twice.
             let outcome = await self.node.idempotency.answer(
-                for: "\(systemId)\n\(path)\n\(key)", fingerprint: fingerprint, keep: { $0.status < 500 }
+                for: "\(systemId)\n\(path)\n\(key)", fingerprint: fingerprint, keep: { $0.status < 500 || $0.code == 5031 }
             ) {
                 do {
                     return try await handler(replayable, systemId)

@@ -7,6 +7,8 @@ import Hummingbird
 struct APIAnswer: Sendable {
     var status: Int
     var body: Data
+    /// The contract's code in the body (0 for success).
+    var code = 0
 
     private struct Envelope<Payload: Encodable>: Encodable {
         var code: Int
@@ -21,7 +23,9 @@ struct APIAnswer: Sendable {
     static let success = APIAnswer(status: 200, body: encode(Envelope<JSONValue>(code: 0, msg: "success", data: .null)))
 
     static func failure(_ error: HeraldError) -> APIAnswer {
-        APIAnswer(status: error.status, body: encode(Envelope(code: error.code, msg: error.message, data: error.data ?? .null)))
+        APIAnswer(
+            status: error.status, body: encode(Envelope(code: error.code, msg: error.message, data: error.data ?? .null)),
+            code: error.code)
     }
 
     static func encode(_ value: some Encodable) -> Data {

@@ -55,6 +55,9 @@ public struct HeraldConfiguration: Sendable {
     public var broadcastPartitions = 4
     public var peerTimeout: Double = 2
     public var fetchWaitMillis = 10
+    /// librdkafka's idempotent producer: its retries never duplicate a record. Needs a broker
+    /// that implements InitProducerId as Kafka does (Tansu 0.6 fences all but the newest producer).
+    public var kafkaIdempotence = true
     public var unicastTopic = "herald.unicast"
     public var broadcastTopic = "herald.broadcast"
     public var etcdPrefix = "/herald/"

@@ -22,8 +22,8 @@ public struct HeraldNode: Sendable {
     public func run(onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         let configuration = services.configuration
         let router = Router(context: HeraldRequestContext.self)
-        router.add(middleware: MethodGuard())
         router.add(middleware: OriginGuard(allowed: OriginPolicy(configuration.apiAllowedOrigins)))
+        router.add(middleware: MethodGuard())
         let routeTable = RouteTable()
         router.add(middleware: APIErrorMiddleware(routes: routeTable))
         APIController(node: services).register(to: router)
@@ -135,12 +135,24 @@ struct OriginGuard: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let path = request.uri.path
-        if path.hasPrefix("/api/") || path.hasPrefix("/admin"), let origin = request.headers[.origin],
-            !allowed.allows(origin), !OriginPolicy.isOwnOrigin(origin, host: request.head.authority)
-        {
-            return APIAnswer.failure(.originNotAllowed).response
+        guard path.hasPrefix("/api/") || path.hasPrefix("/admin"), let origin = request.headers[.origin] else {
+            return try await next(request, context)
         }
-        return try await next(request, context)
+        if OriginPolicy.isOwnOrigin(origin, host: request.head.authority) { return try await next(request, context) }
+        guard allowed.allows(origin) else { return APIAnswer.failure(.originNotAllowed).response }
+        // An allowed origin gets CORS answers, so its pages can read them (and preflights pass).
+        var response: Response
+        if request.method == .options {
+            response = Response(status: .noContent)
+            response.headers[.accessControlAllowMethods] = "POST, GET"
+            response.headers[.accessControlAllowHeaders] = "Content-Type, SystemId, Authorization, Idempotency-Key"
+            response.headers[.accessControlMaxAge] = "600"
+        } else {
+            response = try await next(request, context)
+        }
+        response.headers[.accessControlAllowOrigin] = origin
+        response.headers[.vary] = "Origin"
+        return response
     }
 }
 

@@ -110,6 +110,7 @@ extension HeraldConfiguration {
         settings.broadcastPartitions = Int32(broadcastPartitions)
         settings.peerTimeout = .milliseconds(Int64(peerTimeout * 1000))
         settings.fetchWaitMillis = fetchWaitMillis
+        settings.idempotentProducer = kafkaIdempotence
         settings.unicastTopic = unicastTopic
         settings.broadcastTopic = broadcastTopic
         settings.etcdPrefix = etcdPrefix

@@ -164,6 +164,11 @@ struct Serve: AsyncParsableCommand {
         "Kafka fetch.wait.max.ms for the node's consumer.", "fetch-wait-ms", default: defaults.fetchWaitMillis))
     var fetchWaitMs: Int?
 
+    @Option(name: .customLong("kafka-idempotence"), parsing: .unconditional, help: help(
+        "Use librdkafka's idempotent producer (true or false); false only for brokers without InitProducerId (Tansu).",
+        "kafka-idempotence", default: "true"))
+    var kafkaIdempotence: Bool?
+
     @Option(name: .customLong("unicast-topic"), parsing: .unconditional, help: help(
         "Topic whose partitions are the nodes' slots.", "unicast-topic", default: defaults.unicastTopic))
     var unicastTopic: String?
@@ -189,7 +194,7 @@ struct Serve: AsyncParsableCommand {
             "trace-capacity": traceCapacity, "shutdown-grace": shutdownGrace, "log-level": logLevel,
             "kafka": kafka, "etcd": etcd, "lease-ttl": leaseTTL, "produce-timeout": produceTimeout,
             "unicast-partitions": unicastPartitions, "broadcast-partitions": broadcastPartitions,
-            "peer-timeout": peerTimeout, "fetch-wait-ms": fetchWaitMs, "unicast-topic": unicastTopic,
+            "peer-timeout": peerTimeout, "fetch-wait-ms": fetchWaitMs, "kafka-idempotence": kafkaIdempotence, "unicast-topic": unicastTopic,
             "broadcast-topic": broadcastTopic, "etcd-prefix": etcdPrefix,
         ]
         return values.compactMapValues { $0?.description }
@@ -273,6 +278,7 @@ struct Serve: AsyncParsableCommand {
         c.broadcastPartitions = try settings.int("broadcast-partitions", default: c.broadcastPartitions)
         c.peerTimeout = try settings.double("peer-timeout", default: c.peerTimeout)
         c.fetchWaitMillis = try settings.int("fetch-wait-ms", default: c.fetchWaitMillis)
+        c.kafkaIdempotence = try settings.bool("kafka-idempotence", default: c.kafkaIdempotence)
         c.unicastTopic = settings.string("unicast-topic", default: c.unicastTopic)
         c.broadcastTopic = settings.string("broadcast-topic", default: c.broadcastTopic)
         c.etcdPrefix = settings.string("etcd-prefix", default: c.etcdPrefix)

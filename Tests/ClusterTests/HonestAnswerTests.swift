@@ -1,0 +1,173 @@
+import Foundation
+import HeraldTestSupport
+import Testing
+
+/// Answers that must be true on the real cluster: 5030 only when nothing was sent, 413 (not
+/// an outage) for a message too large for Kafka, and Idempotency-Key retries that never send twice.
+extension ClusterSuite {
+    @Suite("Honest answers")
+    struct HonestAnswerTests {
+        @Test("Kafka stalled 7 s under concurrent sends: no send answered 5030 is delivered; 5031 retried with its key sends nothing twice")
+        func kafkaStall() async throws {
+            let system = try await LocalCluster.registerSystem()
+            let client = try await system.via(LocalCluster.node(1)).connect()
+            let sender = system.via(LocalCluster.node(2))
+            // The node must have a working producer connection before the stall.
+            _ = try await sender.send(to: client.clientId, ["msg": "warm-up"])
+            _ = try await client.ws.nextJSON(timeout: .seconds(10))
+
+            try await LocalCluster.control("pause", "tansu")
+            let stalledAt = ContinuousClock.now
+            let answers: [(index: Int, code: Int, messageId: String?)]
+            do {
+                answers = try await withThrowingTaskGroup(of: (Int, Int, String?).self) { group in
+                    for index in 0..<40 {
+                        group.addTask {
+                            try? await Task.sleep(for: .milliseconds(50 * index))
+                            let r = try await sender.call(
+                                "send_to_client", ["clientId": .string(client.clientId), "msg": .string("stall-\(index)")],
+                                headers: [("Idempotency-Key", "stall-\(index)")], timeout: .seconds(30))
+                            return (index, r.code ?? -1, r.data?["messageId"]?.string)
+                        }
+                    }
+                    // Resume after 7 s while sends are still in flight.
+                    try await Task.sleep(until: stalledAt + .seconds(7))
+                    try await LocalCluster.control("resume", "tansu")
+                    var all: [(Int, Int, String?)] = []
+                    for try await answer in group { all.append(answer) }
+                    return all.map { (index: $0.0, code: $0.1, messageId: $0.2) }
+                }
+            } catch {
+                try? await LocalCluster.control("resume", "tansu")
+                throw error
+            }
+            var byCode: [Int: Int] = [:]
+            for answer in answers { byCode[answer.code, default: 0] += 1 }
+            print("cluster: 40 sends during a 7 s Kafka stall answered \(byCode.sorted { $0.key < $1.key })")
+            #expect(Set(byCode.keys).isSubset(of: [0, 5030, 5031]), "only success, nothing sent, or unknown: \(byCode)")
+
+            // Every 5031 retried with its key, through the same node: the first answer, and no new send.
+            for answer in answers where answer.code == 5031 {
+                let retry = try await sender.call(
+                    "send_to_client", ["clientId": .string(client.clientId), "msg": .string("stall-\(answer.index)")],
+                    headers: [("Idempotency-Key", "stall-\(answer.index)")], timeout: .seconds(30))
+                #expect(retry.code == 5031 && retry.data?["messageId"]?.string == answer.messageId, "retry of \(answer.index): \(retry)")
+            }
+            // Whatever arrives, arrives once, and never a message answered "nothing was sent".
+            var received: [String: Int] = [:]
+            while let frame = try? await client.ws.nextJSON(timeout: .seconds(8)) {
+                if let msg = frame["msg"]?.string { received[msg, default: 0] += 1 }
+            }
+            let notSent = Set(answers.filter { $0.code == 5030 }.map { "stall-\($0.index)" })
+            #expect(notSent.isDisjoint(with: received.keys), "answered 5030 yet delivered: \(notSent.intersection(received.keys))")
+            #expect(received.values.allSatisfy { $0 == 1 }, "delivered twice: \(received.filter { $0.value > 1 })")
+            for answer in answers where answer.code == 0 {
+                #expect(received["stall-\(answer.index)"] == 1, "acknowledged send \(answer.index) must arrive")
+            }
+            print("cluster: after the stall \(received.count) of 40 arrived (each once); 5030 answers delivered: 0")
+            _ = try await LocalCluster.eventually("every node ready again", timeout: .seconds(30)) {
+                for node in LocalCluster.nodes where try await node.api.get("/readyz", timeout: .seconds(3)).status != 200 {
+                    return false
+                }
+                return true
+            }
+            try await client.ws.close()
+        }
+
+        @Test("a message too large for a Kafka record answers 413/4130, leaves the node ready, and sends nothing")
+        func tooLargeForKafka() async throws {
+            let system = try await LocalCluster.registerSystem()
+            let client = try await system.via(LocalCluster.node(1)).connect()
+            let sender = system.via(LocalCluster.node(2))
+            // Under the 1 MiB body limit, over the record limit once enveloped (each "/" stays
+            // one byte now, but the envelope and headers add to it).
+            let data = String(repeating: "/", count: 999_950)
+            let answer = try await sender.call(
+                "send_to_client", ["clientId": .string(client.clientId), "data": .string(data)], timeout: .seconds(20))
+            expectFailure(answer, status: 413, code: 4130)
+            #expect(try await LocalCluster.node(2).api.get("/readyz").status == 200, "a client's mistake is not an outage")
+            let fits = try await sender.send(to: client.clientId, ["msg": "after"])
+            let frame = try await client.ws.nextJSON(timeout: .seconds(10))
+            #expect(frame["messageId"]?.string == fits, "the refused send was not delivered; the next one was")
+            try await client.ws.close()
+        }
+    }
+}
+
+extension ClusterSuite.HonestAnswerTests {
+    @Test("etcd frozen 7.5 s, shorter than the lease: nothing changes, clients keep their IDs and sends answer 0 throughout")
+    func shortEtcdCut() async throws {
+        let system = try await LocalCluster.registerSystem()
+        let client = try await system.via(LocalCluster.node(1)).connect()
+        try await LocalCluster.control("pause", "etcd")
+        let started = ContinuousClock.now
+        var codes: [Int] = []
+        do {
+            while ContinuousClock.now - started < .milliseconds(7_500) {
+                let r = try await system.via(LocalCluster.node(2)).call(
+                    "send_to_client", ["clientId": .string(client.clientId), "msg": "during"], timeout: .seconds(10))
+                codes.append(r.code ?? -1)
+                try await Task.sleep(for: .milliseconds(500))
+            }
+        } catch {
+            try? await LocalCluster.control("resume", "etcd")
+            throw error
+        }
+        try await LocalCluster.control("resume", "etcd")
+        #expect(codes.allSatisfy { $0 == 0 }, "every send during a short cut answered 0: \(codes)")
+        var delivered = 0
+        while let frame = try? await client.ws.nextJSON(timeout: .seconds(3)), frame["msg"]?.string == "during" { delivered += 1 }
+        #expect(delivered == codes.count, "each acknowledged send arrived (\(delivered) of \(codes.count))")
+        let after = try await system.via(LocalCluster.node(3)).send(to: client.clientId, ["msg": "after"])
+        #expect(try await client.ws.nextJSON(timeout: .seconds(5))["messageId"]?.string == after, "the same client ID still works")
+        try await client.ws.close()
+    }
+
+    @Test("etcd frozen 14 s: past its lease deadline a node admits no clients and answers 5030 for its own; back, it serves again")
+    func leaseDeadline() async throws {
+        let system = try await LocalCluster.registerSystem()
+        let client = try await system.via(LocalCluster.node(1)).connect()
+        let node1 = LocalCluster.node(1)
+        try await LocalCluster.control("pause", "etcd")
+        let cutAt = ContinuousClock.now
+        do {
+            let waited = try await LocalCluster.eventually(
+                "node1 to stop answering for its own slot", timeout: ClusterSuite.FaultTests.leaseTTL + .seconds(2),
+                every: .milliseconds(250)
+            ) {
+                try await system.via(node1).call("send_to_client", ["clientId": .string(client.clientId)], timeout: .seconds(5))
+                    .code == 5030
+            }
+            let deadline = ContinuousClock.now - cutAt
+            print("cluster: node1 answered 5030 for its own client \(deadline) after etcd froze (poll \(waited))")
+            #expect(deadline >= .seconds(7), "not before the lease could have run out")
+            // No new client gets an ID under a slot the node cannot prove it holds.
+            let ws = try await TestWebSocket.connect(host: node1.host, port: node1.port, path: "/ws?systemId=\(system.id)")
+            let (code, texts) = try await ws.waitForClose(timeout: .seconds(5))
+            #expect(code == 1013 && texts == 0, "refused with 1013 and no welcome, got \(code.map(String.init) ?? "none")")
+            await ws.abort()
+            #expect(try await node1.api.get("/readyz", timeout: .seconds(5)).status == 503)
+            try await Task.sleep(until: cutAt + .seconds(14))
+        } catch {
+            try? await LocalCluster.control("resume", "etcd")
+            throw error
+        }
+        try await LocalCluster.control("resume", "etcd")
+        let back = try await LocalCluster.eventually("node1 to serve a new client again", timeout: .seconds(40), every: .seconds(1)) {
+            guard try await node1.api.get("/readyz", timeout: .seconds(3)).status == 200 else { return false }
+            let fresh = try await system.via(node1).connect()
+            let id = try await system.via(LocalCluster.node(2)).send(to: fresh.clientId)
+            let ok = try await fresh.ws.nextJSON(timeout: .seconds(5))["messageId"]?.string == id
+            try? await fresh.ws.close()
+            return ok
+        }
+        print("cluster: node1 served new clients again \(back) after etcd resumed")
+        await client.ws.abort()
+        _ = try await LocalCluster.eventually("every node ready again", timeout: .seconds(30)) {
+            for node in LocalCluster.nodes where try await node.api.get("/readyz", timeout: .seconds(3)).status != 200 {
+                return false
+            }
+            return true
+        }
+    }
+}
