@@ -61,7 +61,15 @@ public final class ClusterFabric: Sendable {
     }
 
     public func presence(local: LocalPresence, http: HTTPClient = .shared) -> ClusterPresence {
-        ClusterPresence(local: local, membership: membership, settings: settings, http: http)
+        let consumer = self.consumer
+        return ClusterPresence(
+            local: local, membership: membership, settings: settings, http: http,
+            delivered: { consumer.hasDelivered(topic: $0.topic, partition: $0.partition, offset: $0.offset) })
+    }
+
+    /// Whether this node's consumer has delivered the record at `placement`.
+    public func hasDelivered(_ placement: Placement) -> Bool {
+        consumer.hasDelivered(topic: placement.topic, partition: placement.partition, offset: placement.offset)
     }
 
     /// Ready: holds a slot, consumes its partitions, etcd answers, and Kafka answers.

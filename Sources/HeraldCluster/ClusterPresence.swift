@@ -12,6 +12,47 @@ public struct ClusterPresence: PresenceDirectory {
     let membership: ClusterMembership
     let settings: ClusterSettings
     let http: HTTPClient
+    /// Whether this node's consumer has delivered the record at a placement.
+    let delivered: @Sendable (Placement) -> Bool
+
+    public struct AppliedQuery: Codable, Sendable {
+        public var topic: String
+        public var partition: Int32
+        public var offset: Int64
+    }
+
+    public struct AppliedAnswer: Codable, Sendable {
+        public var applied: Bool
+
+        public init(applied: Bool) {
+            self.applied = applied
+        }
+    }
+
+    /// Waits up to `timeout` for this node's consumer to pass `placement` (polled: binds are rare).
+    public static func awaitDelivered(
+        _ placement: Placement, timeout: Duration, delivered: @Sendable (Placement) -> Bool
+    ) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while !delivered(placement) {
+            guard ContinuousClock.now < deadline, !Task.isCancelled else { return false }
+            try? await Task.sleep(for: .milliseconds(2))
+        }
+        return true
+    }
+
+    public func awaitApplied(by id: ClientID, at placement: Placement) async -> Bool {
+        let me = membership.local
+        if id.slot == me.slot, id.epoch == me.epoch {
+            return await Self.awaitDelivered(placement, timeout: settings.peerTimeout, delivered: delivered)
+        }
+        guard let owner = membership.liveNodes.first(where: { $0.slot == id.slot && $0.epoch == id.epoch }) else {
+            return false
+        }
+        let query = AppliedQuery(topic: placement.topic, partition: placement.partition, offset: placement.offset)
+        let answer: AppliedAnswer? = try? await ask(owner, path: "/internal/applied", query)
+        return answer?.applied ?? false
+    }
 
     public struct OnlineQuery: Codable, Sendable {
         public var systemId: String

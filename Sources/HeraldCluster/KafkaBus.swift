@@ -20,13 +20,19 @@ public final class KafkaBus: Bus {
         let topic: String
         let partition: Int32
         let key: String
-        switch message.target {
-        case .client(let id, let raw):
+        switch (message.target, message.body) {
+        case (.client, .bind(let group, _, _)), (.client, .unbind(let group)):
+            // Membership changes travel on their group's broadcast partition, so they are in
+            // one total order with that group's messages: a send made after a bind answered
+            // reaches the member, one after an unbind does not (docs/architecture.md).
+            key = "\(message.systemId)/\(group)"
+            (topic, partition) = (settings.broadcastTopic, Self.partition(for: key, count: settings.broadcastPartitions))
+        case (.client(let id, let raw), _):
             (topic, partition, key) = (settings.unicastTopic, Int32(id.slot), raw)
-        case .group(let name):
+        case (.group(let name), _):
             key = "\(message.systemId)/\(name)"
             (topic, partition) = (settings.broadcastTopic, Self.partition(for: key, count: settings.broadcastPartitions))
-        case .system:
+        case (.system, _):
             key = message.systemId
             (topic, partition) = (settings.broadcastTopic, Self.partition(for: key, count: settings.broadcastPartitions))
         }
@@ -102,6 +108,13 @@ final class FabricConsumer: Sendable {
     /// The epoch whose partitions are assigned: until then the node must not hand out IDs,
     /// or a message sent to a brand-new client could land before the consumer's start.
     private let consumingEpoch = Atomic<UInt64>(0)
+    /// The next offset to deliver, per topic and partition, of the current assignment.
+    private let positions = Mutex<[String: Int64]>([:])
+
+    /// Whether the record at `offset` of `topic`/`partition` has been delivered here.
+    func hasDelivered(topic: String, partition: Int32, offset: Int64) -> Bool {
+        positions.withLock { ($0["\(topic)/\(partition)"] ?? -1) > offset }
+    }
 
     func isConsuming(epoch: UInt64) -> Bool {
         epoch != 0 && consumingEpoch.load(ordering: .acquiring) == epoch
@@ -138,6 +151,9 @@ final class FabricConsumer: Sendable {
                 logger.info("consuming", metadata: ["slot": "\(identity.slot)", "epoch": "\(identity.epoch)"])
                 await withTaskCancellationHandler {
                     for await record in consumer.records {
+                        defer {
+                            positions.withLock { $0["\(record.topic)/\(record.partition)"] = record.offset + 1 }
+                        }
                         guard let message = WireFormat.decode(record.value, codec: codec) else {
                             logger.warning(
                                 "skipping a record that is not a Herald message",

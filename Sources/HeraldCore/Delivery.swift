@@ -74,6 +74,14 @@ public final class Delivery: Sendable {
 
     private func deliverToClient(_ message: BusMessage, id: ClientID, raw: String) {
         let identity = self.identity
+        // Binds and unbinds travel on their group's broadcast partition, which every node
+        // reads: only the owner acts on one; for the others it is not a drop.
+        switch message.body {
+        case .bind, .unbind:
+            guard id.slot == identity.slot, id.epoch == identity.epoch else { return }
+        default:
+            break
+        }
         // A node pushes only what was addressed to the slot and epoch it holds.
         guard id.slot == identity.slot, id.epoch == identity.epoch,
             let connection = registry.connection(serial: id.serial), connection.systemId == message.systemId

@@ -110,6 +110,13 @@ public protocol PresenceDirectory: Sendable {
     func onlineList(systemId: String, group: String) async -> (list: [PresenceInfo], unreachable: [String])
     /// Whether the client `id` (already checked to be this system's) is online, and its groups.
     func status(systemId: String, id: ClientID) async throws(HeraldError) -> (online: Bool, groups: [String])
+    /// Waits (bounded) until the node that owns `id` has applied the message the bus placed
+    /// at `placement`; answers whether it has. Standalone, the bus applies before it answers.
+    func awaitApplied(by id: ClientID, at placement: Placement) async -> Bool
+}
+
+extension PresenceDirectory {
+    public func awaitApplied(by id: ClientID, at placement: Placement) async -> Bool { true }
 }
 
 /// The presence of this node's own connections.

@@ -136,7 +136,15 @@ public struct MessageRouter: Sendable {
 
     private func control(systemId: String, raw: String, body: MessageBody) async throws(HeraldError) {
         let id = try resolve(raw, systemId: systemId)
-        try await publish(accept(), systemId: systemId, target: .client(id, raw: raw), body: body)
+        let placement = try await publish(accept(), systemId: systemId, target: .client(id, raw: raw), body: body)
+        switch body {
+        case .bind, .unbind:
+            // Ordered with the group's later sends by the bus already; waiting for the owner
+            // also makes client_status and get_online_list show it once this answers.
+            _ = await presence.awaitApplied(by: id, at: placement)
+        default:
+            break
+        }
     }
 
     private func accept() -> String {
@@ -146,13 +154,17 @@ public struct MessageRouter: Sendable {
         return messageId
     }
 
-    private func publish(_ messageId: String, systemId: String, target: MessageTarget, body: MessageBody) async throws(HeraldError) {
+    @discardableResult
+    private func publish(_ messageId: String, systemId: String, target: MessageTarget, body: MessageBody) async throws(HeraldError)
+        -> Placement
+    {
         let message = BusMessage(
             messageId: messageId, systemId: systemId, target: target, body: body, acceptedAt: Clock.nowMillis(),
             acceptedBy: node)
         do {
             let placement = try await bus.publish(message)
             trace.record(messageId, TraceStep(.produced, node: node, placement: placement))
+            return placement
         } catch {
             let reason =
                 switch error.code {

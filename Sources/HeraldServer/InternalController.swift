@@ -16,6 +16,18 @@ struct InternalController: Sendable {
             let list = node.registry.presence(of: GroupKey(systemId: query.systemId, name: query.groupName))
             return APIAnswer.success(["list": list]).response
         }
+        // Answers once this node's consumer has applied the record (a bind or unbind another
+        // node produced for one of its clients), or after the peer timeout.
+        group.post("applied") { request, _ in
+            try AdminController.authorize(request, node: node)
+            let query = try await request.decodeJSON(ClusterPresence.AppliedQuery.self, limit: node.configuration.maxBodyBytes)
+            guard let cluster = node.cluster else { return APIAnswer.success(ClusterPresence.AppliedAnswer(applied: true)).response }
+            let placement = Placement(topic: query.topic, partition: query.partition, offset: query.offset)
+            let applied = await ClusterPresence.awaitDelivered(
+                placement, timeout: .milliseconds(Int64(node.configuration.peerTimeout * 1000)),
+                delivered: { cluster.hasDelivered($0) })
+            return APIAnswer.success(ClusterPresence.AppliedAnswer(applied: applied)).response
+        }
         group.post("client_status") { request, _ in
             try AdminController.authorize(request, node: node)
             let query = try await request.decodeJSON(ClusterPresence.StatusQuery.self, limit: node.configuration.maxBodyBytes)
