@@ -42,7 +42,9 @@ enum FuzzTarget: String, CaseIterable {
         guard bytes.count >= 12 else { return }
         let serial = bytes[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
         let slot = UInt32(bytes[8]) << 8 | UInt32(bytes[9])
-        let address = String(decoding: bytes[12...].prefix(ClientIDCodec.maxAddressBytes), as: UTF8.self)
+        // The node's own address, which configuration keeps within maxAddressBytes of UTF-8.
+        var address = String(decoding: bytes[12...].prefix(ClientIDCodec.maxAddressBytes), as: UTF8.self)
+        while address.utf8.count > ClientIDCodec.maxAddressBytes { address.removeLast() }
         let system = String(decoding: bytes[10..<12], as: UTF8.self)
         let id = ClientID(address: address, slot: slot, epoch: UInt64(bytes[10]), serial: serial, systemId: system)
         let sealed = codec.seal(id)
