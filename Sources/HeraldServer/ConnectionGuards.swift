@@ -102,19 +102,36 @@ final class UpgradeRequestGuard: ChannelInboundHandler, RemovableChannelHandler 
     typealias OutboundOut = HTTPServerResponsePart
 
     private let origins: OriginPolicy
+    /// Set when the peer is a trusted proxy and per-address limits are on: an upgrade then takes
+    /// a place for the client `X-Forwarded-For` names.
+    private let addresses: AddressLimiter?
     /// Set once a request was refused: its remaining parts are dropped.
     private var refused = false
+    private var counted = false
 
-    init(origins: OriginPolicy) {
+    init(origins: OriginPolicy, addresses: AddressLimiter? = nil) {
         self.origins = origins
+        self.addresses = addresses
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
         if refused { return }
-        guard case .head(let head) = part, head.headers.contains(name: "upgrade"),
-            let refusal = WebSocketHandshake.check(method: head.method, uri: head.uri, headers: head.headers, origins: origins)
-        else {
+        guard case .head(let head) = part, head.headers.contains(name: "upgrade") else {
+            context.fireChannelRead(data)
+            return
+        }
+        var refusal = WebSocketHandshake.check(method: head.method, uri: head.uri, headers: head.headers, origins: origins)
+        if refusal == nil, let addresses, !counted, let peer = context.channel.remoteAddress?.ipAddress {
+            let client = addresses.client(peer: peer, forwardedFor: head.headers["x-forwarded-for"])
+            if addresses.admit(client) {
+                counted = true
+                context.channel.closeFuture.whenComplete { _ in addresses.release(client) }
+            } else {
+                refusal = WebSocketHandshake.Refusal(status: .tooManyRequests, error: .tooManyFromAddress)
+            }
+        }
+        guard let refusal else {
             context.fireChannelRead(data)
             return
         }
@@ -152,15 +169,71 @@ final class ConnectionLimiter: Sendable {
     var count: Int { open.load(ordering: .relaxed) }
 }
 
+/// Open connections per client address, for `--max-connections-per-ip`. The address is the
+/// peer's, or, when the peer is one of `--trusted-proxies`, the nearest untrusted entry of
+/// `X-Forwarded-For` (set by that proxy); no other peer's `X-Forwarded-For` is believed.
+final class AddressLimiter: Sendable {
+    let limit: Int
+    let trustedProxies: Set<String>
+    private let open = Mutex<[String: Int]>([:])
+
+    init(limit: Int, trustedProxies: [String]) {
+        self.limit = limit
+        self.trustedProxies = Set(trustedProxies)
+    }
+
+    var isOn: Bool { limit > 0 }
+
+    func isTrusted(_ peer: String?) -> Bool {
+        peer.map { trustedProxies.contains($0) } ?? false
+    }
+
+    /// The client behind a trusted proxy: the rightmost `X-Forwarded-For` entry that is not
+    /// itself a trusted proxy.
+    func client(peer: String, forwardedFor: [String]) -> String {
+        let hops = forwardedFor.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }
+        for hop in hops.reversed() where !hop.isEmpty && !trustedProxies.contains(hop) {
+            return String(hop.utf8.prefix(64)) ?? peer
+        }
+        return peer
+    }
+
+    /// Takes a place for `address`; false (nothing taken) when it has `limit` open already.
+    func admit(_ address: String) -> Bool {
+        open.withLock { open in
+            let count = open[address, default: 0]
+            guard count < limit else { return false }
+            open[address] = count + 1
+            return true
+        }
+    }
+
+    func release(_ address: String) {
+        open.withLock { open in
+            let count = (open[address] ?? 1) - 1
+            open[address] = count > 0 ? count : nil
+        }
+    }
+}
+
 /// Answers one connection over the cap with 503 and closes it, without reading what it sent.
 final class OverCapacityHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
 
-    static let response: String = {
-        let body = String(decoding: APIAnswer.failure(.overloaded).body, as: UTF8.self)
-        return "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
+    static let nodeFull = raw(.overloaded, status: "503 Service Unavailable")
+    static let addressFull = raw(.tooManyFromAddress, status: "429 Too Many Requests")
+
+    static func raw(_ error: HeraldError, status: String) -> String {
+        let body = String(decoding: APIAnswer.failure(error).body, as: UTF8.self)
+        return "HTTP/1.1 \(status)\r\nContent-Type: application/json; charset=utf-8\r\n"
             + "Content-Length: \(body.utf8.count)\r\nConnection: close\r\nRetry-After: 1\r\n\r\n" + body
-    }()
+    }
+
+    let response: String
+
+    init(response: String = OverCapacityHandler.nodeFull) {
+        self.response = response
+    }
 
     func channelActive(context: ChannelHandlerContext) {
         answer(context: context)
@@ -177,7 +250,7 @@ final class OverCapacityHandler: ChannelInboundHandler, RemovableChannelHandler 
         guard !answered else { return }
         answered = true
         let channel = context.channel
-        context.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: Self.response))).whenComplete { _ in
+        context.writeAndFlush(NIOAny(context.channel.allocator.buffer(string: response))).whenComplete { _ in
             channel.close(promise: nil)
         }
     }
@@ -256,6 +329,8 @@ final class HTTPDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
 extension HeraldError {
     public static let originNotAllowed = HeraldError(
         code: 4031, status: 403, message: "this Origin is not allowed (see --allowed-origins and --api-allowed-origins)")
+    public static let tooManyFromAddress = HeraldError(
+        code: 4290, status: 429, message: "too many open connections from this address (--max-connections-per-ip)")
     public static let overloaded = HeraldError(
         code: 5030, status: 503, message: "the node is at its connection limit; try again later or another node")
 }

@@ -33,6 +33,10 @@ public struct HeraldConfiguration: Sendable {
     /// Open connections (HTTP and WebSocket) this node accepts; more are answered 503 and closed.
     /// The default leaves headroom under a 20,000-file limit for Kafka, etcd and peers.
     public var maxConnections = 16_000
+    /// Open connections one client address may hold; 0 (the default) is no limit.
+    public var maxConnectionsPerIP = 0
+    /// Peers (IP addresses) whose `X-Forwarded-For` names the client, for the per-address limit.
+    public var trustedProxies: [String] = []
     public var pingInterval: Double = 25
     public var idleTimeout: Double = 60
     /// API calls a second per system; 0 turns the limit off.
@@ -84,6 +88,7 @@ public struct HeraldConfiguration: Sendable {
         guard bodyTimeout > 0 else { throw .invalid("body-timeout", "must be positive") }
         guard keepAliveTimeout > 0 else { throw .invalid("keepalive-timeout", "must be positive") }
         guard maxConnections > 0 else { throw .invalid("max-connections", "must be positive") }
+        guard maxConnectionsPerIP >= 0 else { throw .invalid("max-connections-per-ip", "must be 0 (off) or positive") }
         guard rateLimit >= 0 else { throw .invalid("rate-limit", "must be 0 (off) or positive") }
         guard journalCapacity > 0 else { throw .invalid("journal-capacity", "must be positive") }
         guard advertisedAddress.utf8.count <= ClientIDCodec.maxAddressBytes else {

@@ -31,9 +31,11 @@ struct HeraldHTTPChannel: ServerChildChannel, HTTPChannelHandler {
         var bodyTimeout: TimeAmount
         var keepAliveTimeout: TimeAmount
         var connections: ConnectionLimiter
+        var addresses: AddressLimiter
         var metrics: HeraldMetrics
 
         init(configuration: HeraldConfiguration, connections: ConnectionLimiter, metrics: HeraldMetrics) {
+            addresses = AddressLimiter(limit: configuration.maxConnectionsPerIP, trustedProxies: configuration.trustedProxies)
             maxFrameSize = configuration.maxFrameBytes
             origins = OriginPolicy(configuration.allowedOrigins)
             headerTimeout = .milliseconds(Int64(configuration.headerTimeout * 1000))
@@ -69,6 +71,18 @@ struct HeraldHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             channel.closeFuture.whenComplete { _ in
                 limits.connections.release()
                 limits.metrics.openConnections.decrement()
+            }
+            // Per client address: counted here for a direct peer; behind a trusted proxy, at the
+            // upgrade, by the address the proxy forwarded (UpgradeRequestGuard).
+            let peer = channel.remoteAddress?.ipAddress
+            let behindProxy = limits.addresses.isTrusted(peer)
+            if limits.addresses.isOn, !behindProxy, let peer {
+                guard limits.addresses.admit(peer) else {
+                    limits.metrics.connectionsOverCap.increment()
+                    try channel.pipeline.syncOperations.addHandler(OverCapacityHandler(response: OverCapacityHandler.addressFull))
+                    return Value(upgradeResult: channel.eventLoop.makeFailedFuture(OverCapacity()), channel: channel)
+                }
+                channel.closeFuture.whenComplete { _ in limits.addresses.release(peer) }
             }
             let deadlineHandler = HTTPDeadlineHandler(
                 headerTimeout: limits.headerTimeout, bodyTimeout: limits.bodyTimeout, keepAliveTimeout: limits.keepAliveTimeout,
@@ -122,7 +136,8 @@ struct HeraldHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             // limit also bounds admission.
             try channel.pipeline.syncOperations.addHandler(deadlineHandler)
             let upgradeHandler = try channel.pipeline.syncOperations.handler(type: NIOTypedHTTPServerUpgradeHandler<UpgradeResult>.self)
-            let guardHandler = UpgradeRequestGuard(origins: limits.origins)
+            let guardHandler = UpgradeRequestGuard(
+                origins: limits.origins, addresses: limits.addresses.isOn && behindProxy ? limits.addresses : nil)
             try channel.pipeline.syncOperations.addHandler(guardHandler, position: .before(upgradeHandler))
             guardBox.value = guardHandler
             return Value(upgradeResult: negotiated, channel: channel)

@@ -98,6 +98,16 @@ struct Serve: AsyncParsableCommand {
         default: defaults.maxConnections))
     var maxConnections: Int?
 
+    @Option(name: .customLong("max-connections-per-ip"), parsing: .unconditional, help: help(
+        "Open connections one client address may hold (429 past it); 0 is no limit.", "max-connections-per-ip",
+        default: defaults.maxConnectionsPerIP))
+    var maxConnectionsPerIp: Int?
+
+    @Option(name: .customLong("trusted-proxies"), parsing: .unconditional, help: help(
+        "Proxy IP addresses whose X-Forwarded-For names the client, for --max-connections-per-ip (comma-separated).",
+        "trusted-proxies", default: "none"))
+    var trustedProxies: String?
+
     @Option(name: .customLong("ping-interval"), parsing: .unconditional, help: help(
         "Seconds between WebSocket pings.", "ping-interval", default: defaults.pingInterval))
     var pingInterval: Double?
@@ -190,6 +200,7 @@ struct Serve: AsyncParsableCommand {
             "outbound-queue-bytes": outboundQueueBytes, "inbound-frame-rate": inboundFrameRate,
             "allowed-origins": allowedOrigins, "api-allowed-origins": apiAllowedOrigins, "header-timeout": headerTimeout,
             "body-timeout": bodyTimeout, "keepalive-timeout": keepaliveTimeout, "max-connections": maxConnections,
+            "max-connections-per-ip": maxConnectionsPerIp, "trusted-proxies": trustedProxies,
             "idle-timeout": idleTimeout, "rate-limit": rateLimit, "group-presence": groupPresence, "journal-capacity": journalCapacity,
             "trace-capacity": traceCapacity, "shutdown-grace": shutdownGrace, "log-level": logLevel,
             "kafka": kafka, "etcd": etcd, "lease-ttl": leaseTTL, "produce-timeout": produceTimeout,
@@ -263,6 +274,8 @@ struct Serve: AsyncParsableCommand {
         c.bodyTimeout = try settings.double("body-timeout", default: c.bodyTimeout)
         c.keepAliveTimeout = try settings.double("keepalive-timeout", default: c.keepAliveTimeout)
         c.maxConnections = try settings.int("max-connections", default: c.maxConnections)
+        c.maxConnectionsPerIP = try settings.int("max-connections-per-ip", default: c.maxConnectionsPerIP)
+        c.trustedProxies = Self.list(settings.string("trusted-proxies", default: ""))
         c.pingInterval = try settings.double("ping-interval", default: c.pingInterval)
         c.idleTimeout = try settings.double("idle-timeout", default: c.idleTimeout)
         c.rateLimit = try settings.int("rate-limit", default: c.rateLimit)

@@ -1434,6 +1434,54 @@ class ConnectionCapTests(NodeTestCase):
         self.assertEqual(status, 200, "/healthz after the idle connections closed: %s" % status)
 
 
+class PerAddressCapTests(NodeTestCase):
+    node_flags = ("--max-connections-per-ip", "5")
+
+    def test_11b_connections_per_address_beyond_cap_get_429(self):
+        held = []
+        for _ in range(5):
+            s = self.track(socket.create_connection((HOST, self.port), timeout=5))
+            held.append(s)
+        time.sleep(0.3)
+        sock = self.track(socket.create_connection((HOST, self.port), timeout=5))
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, body, _ = read_http_response(sock, 5)
+        self.assertEqual(status, 429, "the 6th connection from one address answered %s %r" % (status, body[:200]))
+        self.assertEqual(json.loads(body)["code"], 4290)
+        for s in held:
+            s.close()
+        deadline = time.monotonic() + 5
+        status = None
+        while time.monotonic() < deadline and status != 200:
+            try:
+                status = api(self.port, "GET", "/healthz", timeout=2)[0]
+            except (OSError, http.client.HTTPException):
+                status = None
+            time.sleep(0.1)
+        self.assertEqual(status, 200, "the address may connect again once its connections closed")
+
+
+class TrustedProxyCapTests(NodeTestCase):
+    node_flags = ("--max-connections-per-ip", "3", "--trusted-proxies", "127.0.0.1")
+
+    def upgrade_as(self, client, spoofed=None):
+        sock = self.track(socket.create_connection((HOST, self.port), timeout=5))
+        chain = client if spoofed is None else "%s, %s" % (spoofed, client)
+        sock.sendall(upgrade_request(extra=("X-Forwarded-For: %s" % chain,)))
+        status, _, _, _ = read_http_response(sock, 5)
+        return status, sock
+
+    def test_11c_behind_a_trusted_proxy_upgrades_count_per_forwarded_client(self):
+        for _ in range(3):
+            status, _ = self.upgrade_as("10.1.1.1")
+            self.assertEqual(status, 101)
+        status, _ = self.upgrade_as("10.1.1.1")
+        self.assertEqual(status, 429, "a 4th WebSocket for one forwarded client must be refused")
+        # Another client behind the same proxy is not affected, whatever it puts in front.
+        status, _ = self.upgrade_as("10.2.2.2", spoofed="10.1.1.1")
+        self.assertEqual(status, 101, "the proxy's own entry names the client, not what the client claimed")
+
+
 class SummaryResult(unittest.TextTestResult):
     """Keeps one outcome per test (a failing subtest fails its test) for the closing summary."""
 
