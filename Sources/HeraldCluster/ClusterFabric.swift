@@ -12,6 +12,8 @@ public final class ClusterFabric: Sendable {
     public let membership: ClusterMembership
     public let bus: KafkaBus
     public let systems: EtcdSystemDirectory
+    /// Idempotency-Keys shared by every node.
+    public let idempotency: EtcdIdempotency
     /// Delivery events of this node, sent to the events topic.
     public let trace: KafkaTraceRecorder
     /// Replay and trace over Kafka, for /admin.
@@ -55,6 +57,8 @@ public final class ClusterFabric: Sendable {
         self.admin = admin
         self.membership = membership
         self.bus = KafkaBus(producer: producer, settings: settings)
+        self.idempotency = EtcdIdempotency(
+            etcd: etcd, prefix: settings.etcdPrefix, pendingTimeout: settings.produceTimeout + .seconds(2))
         self.systems = EtcdSystemDirectory(
             etcd: etcd, membership: membership, prefix: settings.systemsPrefix, lookups: SystemLookupGuard())
         self.consumer = FabricConsumer(settings: settings, admin: admin, codec: codec, logger: logger)

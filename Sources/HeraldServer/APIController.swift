@@ -106,16 +106,42 @@ struct APIController: Sendable {
             let fingerprint = Array(SHA256.hash(data: Array(body.readableBytesView)))
             let replayable = collected
             // "Nothing was sent" (5030) is not remembered: the retry it invites must run. An
-            // unknown outcome (5031) is, so the retry it invites cannot send twice.
+            // unknown outcome (5031) is, so the retry it invites cannot send twice. In a cluster
+            // the record is shared through etcd, so a retry through another node finds it too;
+            // this node's cache only joins concurrent repeats that reach the same node.
+            let shared = self.node.cluster?.idempotency
             let outcome = await self.node.idempotency.answer(
                 for: "\(systemId)\n\(path)\n\(key)", fingerprint: fingerprint, keep: { $0.status < 500 || $0.code == 5031 }
             ) {
-                do {
-                    return try await handler(replayable, systemId)
-                } catch let error as HeraldError {
-                    return .failure(error)
+                let run: @Sendable () async -> APIAnswer = {
+                    do {
+                        return try await handler(replayable, systemId)
+                    } catch let error as HeraldError {
+                        return .failure(error)
+                    } catch {
+                        return .failure(.malformedJSON("\(error)"))
+                    }
+                }
+                guard let shared else { return await run() }
+                do throws(HeraldError) {
+                    switch try await shared.claim(systemId: systemId, route: path, key: key, fingerprint: fingerprint) {
+                    case .conflict:
+                        return .failure(.idempotencyConflict)
+                    case .answered(let status, let code, let body):
+                        return APIAnswer(status: status, body: body, code: code)
+                    case .claimed(let revision):
+                        let answer = await run()
+                        if answer.code == 5030 {
+                            await shared.release(systemId: systemId, route: path, key: key, revision: revision)
+                        } else {
+                            await shared.complete(
+                                systemId: systemId, route: path, key: key, fingerprint: fingerprint, status: answer.status,
+                                code: answer.code, body: answer.body)
+                        }
+                        return answer
+                    }
                 } catch {
-                    return .failure(.malformedJSON("\(error)"))
+                    return .failure(error)
                 }
             }
             guard case .answered(let answer) = outcome else { throw HeraldError.idempotencyConflict }
