@@ -118,11 +118,30 @@ public final class ClusterFabric: Sendable {
     }
 
     private func ensureTopics() async {
+        let configs = ["min.insync.replicas": String(settings.minInsyncReplicas)]
         while !Task.isCancelled {
             do {
-                try await admin.createTopic(settings.unicastTopic, partitions: settings.unicastPartitions)
-                try await admin.createTopic(settings.broadcastTopic, partitions: settings.broadcastPartitions)
-                try await admin.createTopic(settings.eventsTopic, partitions: settings.broadcastPartitions)
+                for (topic, partitions) in [
+                    (settings.unicastTopic, settings.unicastPartitions), (settings.broadcastTopic, settings.broadcastPartitions),
+                    (settings.eventsTopic, settings.broadcastPartitions),
+                ] {
+                    try await admin.createTopic(
+                        topic, partitions: partitions, replicationFactor: settings.replicationFactor, configs: configs)
+                    guard let layout = try await admin.layout(topic) else { continue }
+                    if layout.replicationFactor < Int(settings.replicationFactor) {
+                        logger.warning(
+                            "topic \(topic) has replication factor \(layout.replicationFactor), weaker than the configured \(settings.replicationFactor): acks=all guarantees only what its replicas do",
+                            metadata: ["topic": .string(topic)])
+                    }
+                    if topic == settings.broadcastTopic {
+                        // Keys are spread over the partitions the topic has, whatever the setting says.
+                        if layout.partitions != settings.broadcastPartitions {
+                            logger.notice(
+                                "\(topic) has \(layout.partitions) partitions (--broadcast-partitions says \(settings.broadcastPartitions)); using the topic's")
+                        }
+                        bus.broadcastPartitions.store(layout.partitions, ordering: .relaxed)
+                    }
+                }
                 kafkaReachable.store(true, ordering: .relaxed)
                 return
             } catch {

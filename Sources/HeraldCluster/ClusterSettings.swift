@@ -26,6 +26,10 @@ public struct ClusterSettings: Sendable {
     /// The largest record the producer sends (librdkafka's `message.max.bytes`, set to match);
     /// a message that would make a larger one is answered 413. Kafka's brokers take 1 MiB by default.
     public var maxRecordBytes = 1_000_000
+    /// Replicas of each of Herald's topics, and the in-sync replicas a write needs (`acks=all`
+    /// means this many): with one broker both are 1; with three, 3 and 2 (docs/deploy.md).
+    public var replicationFactor: Int16 = 1
+    public var minInsyncReplicas = 1
     /// librdkafka's idempotent producer (needs a broker with InitProducerId).
     public var idempotentProducer = true
     /// Extra librdkafka properties, applied last.

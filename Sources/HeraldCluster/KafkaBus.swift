@@ -10,10 +10,13 @@ public final class KafkaBus: Bus {
     private let producer: KafkaProducer
     private let settings: ClusterSettings
     private let failures = Atomic<Int>(0)
+    /// The broadcast topic's partitions as the broker reports them (the setting until then).
+    let broadcastPartitions: Atomic<Int32>
 
     init(producer: KafkaProducer, settings: ClusterSettings) {
         self.producer = producer
         self.settings = settings
+        self.broadcastPartitions = Atomic(settings.broadcastPartitions)
     }
 
     public func publish(_ message: BusMessage) async throws(HeraldError) -> Placement {
@@ -26,15 +29,15 @@ public final class KafkaBus: Bus {
             // one total order with that group's messages: a send made after a bind answered
             // reaches the member, one after an unbind does not (docs/architecture.md).
             key = "\(message.systemId)/\(group)"
-            (topic, partition) = (settings.broadcastTopic, Self.partition(for: key, count: settings.broadcastPartitions))
+            (topic, partition) = (settings.broadcastTopic, Self.partition(for: key, count: broadcastPartitions.load(ordering: .relaxed)))
         case (.client(let id, let raw), _):
             (topic, partition, key) = (settings.unicastTopic, Int32(id.slot), raw)
         case (.group(let name), _):
             key = "\(message.systemId)/\(name)"
-            (topic, partition) = (settings.broadcastTopic, Self.partition(for: key, count: settings.broadcastPartitions))
+            (topic, partition) = (settings.broadcastTopic, Self.partition(for: key, count: broadcastPartitions.load(ordering: .relaxed)))
         case (.system, _):
             key = message.systemId
-            (topic, partition) = (settings.broadcastTopic, Self.partition(for: key, count: settings.broadcastPartitions))
+            (topic, partition) = (settings.broadcastTopic, Self.partition(for: key, count: broadcastPartitions.load(ordering: .relaxed)))
         }
         let keyBytes = Array(key.utf8)
         let value = WireFormat.encode(message)

@@ -20,7 +20,8 @@ public final class KafkaAdmin: Sendable {
     /// Creates `name` with `partitions` partitions unless it exists (TOPIC_ALREADY_EXISTS
     /// counts as success; the existing topic's partition count is not checked here).
     public func createTopic(
-        _ name: String, partitions: Int32, replicationFactor: Int16 = 1, timeout: Duration = .seconds(10)
+        _ name: String, partitions: Int32, replicationFactor: Int16 = 1, configs: [String: String] = [:],
+        timeout: Duration = .seconds(10)
     ) async throws {
         let handle = self.handle
         let ms = timeout.milliseconds
@@ -31,6 +32,12 @@ public final class KafkaAdmin: Sendable {
                 throw KafkaError(code: KafkaError.invalidArgument, message: "NewTopic \(name): \(errstrString(errstr))")
             }
             defer { rd_kafka_NewTopic_destroy(newTopic) }
+            for (key, value) in configs.sorted(by: { $0.key < $1.key }) {
+                let err = rd_kafka_NewTopic_set_config(newTopic, key, value)
+                guard err == RD_KAFKA_RESP_ERR_NO_ERROR else {
+                    throw KafkaError(err, "topic config \(key)=\(value): \(String(cString: rd_kafka_err2str(err)))")
+                }
+            }
             let results = try adminRequest(
                 handle: handle, op: RD_KAFKA_ADMIN_OP_CREATETOPICS, timeoutMs: ms,
                 start: { rk, options, queue in
@@ -76,6 +83,38 @@ public final class KafkaAdmin: Sendable {
                 })
             for r in results where r.code != 0 {
                 throw KafkaError(code: r.code, message: "create partitions \(r.topic): \(r.message)")
+            }
+        }
+    }
+
+    /// A topic as the broker's metadata describes it.
+    public struct TopicLayout: Sendable, Hashable {
+        public var partitions: Int32
+        /// The fewest replicas any of its partitions has.
+        public var replicationFactor: Int
+    }
+
+    /// The layout of `topic`, or nil if it does not exist (all-topics metadata, as below).
+    public func layout(_ topic: String, timeout: Duration = .seconds(5)) async throws -> TopicLayout? {
+        let handle = self.handle
+        let ms = timeout.milliseconds
+        return try await runBlocking("rdkafka-admin") { () throws(KafkaError) -> TopicLayout? in
+            try handle.withLiveOrThrow { rk throws(KafkaError) -> TopicLayout? in
+                var metadata: UnsafePointer<rd_kafka_metadata>? = nil
+                let err = rd_kafka_metadata(rk, 1, nil, &metadata, ms)
+                guard err == RD_KAFKA_RESP_ERR_NO_ERROR, let metadata else {
+                    throw KafkaError(err, "metadata: \(String(cString: rd_kafka_err2str(err)))")
+                }
+                defer { rd_kafka_metadata_destroy(metadata) }
+                let md = metadata.pointee
+                for i in 0..<Int(md.topic_cnt) {
+                    let t = md.topics[i]
+                    guard String(cString: t.topic) == topic, t.err == RD_KAFKA_RESP_ERR_NO_ERROR else { continue }
+                    var fewest = Int.max
+                    for p in 0..<Int(t.partition_cnt) { fewest = min(fewest, Int(t.partitions[p].replica_cnt)) }
+                    return TopicLayout(partitions: t.partition_cnt, replicationFactor: fewest == .max ? 0 : fewest)
+                }
+                return nil
             }
         }
     }

@@ -62,6 +62,9 @@ public struct HeraldConfiguration: Sendable {
     /// librdkafka's idempotent producer: its retries never duplicate a record. Needs a broker
     /// that implements InitProducerId as Kafka does (Tansu 0.6 fences all but the newest producer).
     public var kafkaIdempotence = true
+    /// Replicas of Herald's topics when a node creates them, and `min.insync.replicas`.
+    public var replicationFactor = 1
+    public var minInsyncReplicas = 1
     public var unicastTopic = "herald.unicast"
     public var broadcastTopic = "herald.broadcast"
     public var etcdPrefix = "/herald/"
@@ -103,6 +106,10 @@ public struct HeraldConfiguration: Sendable {
             guard produceTimeout > 0 else { throw .invalid("produce-timeout", "must be positive") }
             guard unicastPartitions > 0 else { throw .invalid("unicast-partitions", "must be positive") }
             guard broadcastPartitions > 0 else { throw .invalid("broadcast-partitions", "must be positive") }
+            guard (1...32).contains(replicationFactor) else { throw .invalid("replication-factor", "must be 1-32") }
+            guard (1...replicationFactor).contains(minInsyncReplicas) else {
+                throw .invalid("min-insync-replicas", "must be 1 up to --replication-factor (\(replicationFactor))")
+            }
             guard peerTimeout > 0 else { throw .invalid("peer-timeout", "must be positive") }
             guard etcdPrefix.hasPrefix("/"), etcdPrefix.hasSuffix("/") else {
                 throw .invalid("etcd-prefix", "must start and end with '/', e.g. /herald/")

@@ -111,6 +111,8 @@ extension HeraldConfiguration {
         settings.peerTimeout = .milliseconds(Int64(peerTimeout * 1000))
         settings.fetchWaitMillis = fetchWaitMillis
         settings.idempotentProducer = kafkaIdempotence
+        settings.replicationFactor = Int16(replicationFactor)
+        settings.minInsyncReplicas = minInsyncReplicas
         settings.unicastTopic = unicastTopic
         settings.broadcastTopic = broadcastTopic
         settings.etcdPrefix = etcdPrefix

@@ -174,6 +174,16 @@ struct Serve: AsyncParsableCommand {
         "Kafka fetch.wait.max.ms for the node's consumer.", "fetch-wait-ms", default: defaults.fetchWaitMillis))
     var fetchWaitMs: Int?
 
+    @Option(name: .customLong("replication-factor"), parsing: .unconditional, help: help(
+        "Replicas of each Herald topic a node creates (3 on a three-broker Kafka).", "replication-factor",
+        default: defaults.replicationFactor))
+    var replicationFactor: Int?
+
+    @Option(name: .customLong("min-insync-replicas"), parsing: .unconditional, help: help(
+        "min.insync.replicas of the topics a node creates: the replicas acks=all waits for (2 with three brokers).",
+        "min-insync-replicas", default: defaults.minInsyncReplicas))
+    var minInsyncReplicas: Int?
+
     @Option(name: .customLong("kafka-idempotence"), parsing: .unconditional, help: help(
         "Use librdkafka's idempotent producer (true or false); false only for brokers without InitProducerId (Tansu).",
         "kafka-idempotence", default: "true"))
@@ -205,7 +215,8 @@ struct Serve: AsyncParsableCommand {
             "trace-capacity": traceCapacity, "shutdown-grace": shutdownGrace, "log-level": logLevel,
             "kafka": kafka, "etcd": etcd, "lease-ttl": leaseTTL, "produce-timeout": produceTimeout,
             "unicast-partitions": unicastPartitions, "broadcast-partitions": broadcastPartitions,
-            "peer-timeout": peerTimeout, "fetch-wait-ms": fetchWaitMs, "kafka-idempotence": kafkaIdempotence, "unicast-topic": unicastTopic,
+            "peer-timeout": peerTimeout, "fetch-wait-ms": fetchWaitMs, "kafka-idempotence": kafkaIdempotence,
+            "replication-factor": replicationFactor, "min-insync-replicas": minInsyncReplicas, "unicast-topic": unicastTopic,
             "broadcast-topic": broadcastTopic, "etcd-prefix": etcdPrefix,
         ]
         return values.compactMapValues { $0?.description }
@@ -292,6 +303,8 @@ struct Serve: AsyncParsableCommand {
         c.peerTimeout = try settings.double("peer-timeout", default: c.peerTimeout)
         c.fetchWaitMillis = try settings.int("fetch-wait-ms", default: c.fetchWaitMillis)
         c.kafkaIdempotence = try settings.bool("kafka-idempotence", default: c.kafkaIdempotence)
+        c.replicationFactor = try settings.int("replication-factor", default: c.replicationFactor)
+        c.minInsyncReplicas = try settings.int("min-insync-replicas", default: c.minInsyncReplicas)
         c.unicastTopic = settings.string("unicast-topic", default: c.unicastTopic)
         c.broadcastTopic = settings.string("broadcast-topic", default: c.broadcastTopic)
         c.etcdPrefix = settings.string("etcd-prefix", default: c.etcdPrefix)

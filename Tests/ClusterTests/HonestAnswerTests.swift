@@ -222,3 +222,56 @@ extension ClusterSuite.HonestAnswerTests {
         try await client.ws.close()
     }
 }
+
+extension ClusterSuite.HonestAnswerTests {
+    /// FNV-1a as the nodes place group keys, to check which partition a send went to.
+    static func partition(for key: String, count: UInt32) -> Int {
+        var hash: UInt32 = 2_166_136_261
+        for byte in key.utf8 { hash = (hash ^ UInt32(byte)) &* 16_777_619 }
+        return Int(hash % count)
+    }
+
+    @Test("topics weaker than configured: the node warns at start; the broadcast partition count comes from the topic, not the setting")
+    func topicSettings() async throws {
+        let tag = UUID().uuidString.prefix(8).lowercased()
+        let args = [
+            "--kafka", "127.0.0.1:9092", "--etcd", "http://127.0.0.1:2379", "--admin-token", LocalCluster.adminToken,
+            "--unicast-topic", "herald.unicast.r\(tag)", "--broadcast-topic", "herald.broadcast.r\(tag)",
+            "--etcd-prefix", "/herald-test-r\(tag)/", "--unicast-partitions", "4", "--kafka-idempotence", "false",
+            "--client-id-key", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        ]
+        // The first node creates the topics: one replica (one broker), 4 broadcast partitions.
+        let first = try await HeraldInstance.start(
+            dev: false, extraArgs: args + ["--node-id", "first-\(tag)", "--broadcast-partitions", "4"], waitForReady: true)
+        defer { Task { _ = await first.stop() } }
+        // The second asks for 2 replicas and believes in 3 broadcast partitions.
+        let second = try await HeraldInstance.start(
+            dev: false,
+            extraArgs: args + ["--node-id", "second-\(tag)", "--broadcast-partitions", "3", "--replication-factor", "2"],
+            waitForReady: true)
+        defer { Task { _ = await second.stop() } }
+        _ = try await LocalCluster.eventually("the warning about the replication factor", timeout: .seconds(10)) {
+            second.stderrTail.contains("replication factor 1, weaker than the configured 2")
+        }
+        let system = try await first.api.registerSystem()
+        let member = try await system.via(first).connect()
+        let group = "rp-\(tag)"
+        try await system.via(second).bind(member.clientId, group: group)
+        let sent = try await system.via(second).ok("send_to_group", ["groupName": .string(group), "msg": "placed"])
+        #expect(try await member.ws.nextJSON(timeout: .seconds(10))["msg"]?.string == "placed")
+        let messageId = try #require(sent["messageId"]?.string)
+        // The trace is read from the events topic, which the node writes in batches.
+        var produced: JSON?
+        var trace: APIResponse?
+        let deadline = ContinuousClock.now + .seconds(10)
+        while produced == nil, ContinuousClock.now < deadline {
+            trace = try await second.api.adminGet("/admin/trace/\(messageId)")
+            produced = trace?.data?["steps"]?.array?.first { $0["step"]?.string == "produced" }
+            if produced == nil { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        #expect(
+            produced?["partition"]?.int == Self.partition(for: "\(system.id)/\(group)", count: 4),
+            "placed by the topic's 4 partitions, not the setting's 3: \(trace.map { "\($0)" } ?? "no trace")")
+        try await member.ws.close()
+    }
+}
