@@ -146,11 +146,21 @@ public final class ClusterMembership: Membership {
             $0.etcdReachable = true
             $0.leaseProvenUntil = grantedAt + .seconds(settings.leaseTTL) - margin
         }
-        let (slot, epoch) = try await claimSlot(lease: lease)
-        let identity = NodeIdentity(
-            nodeId: settings.nodeId, address: settings.advertise, slot: slot, epoch: epoch, startedAt: startedAt)
-        try await publish(identity, connections: connections, lease: lease)
-        let (kvs, revision) = try await etcd.getPrefix(settings.etcdPrefix)
+        let identity: NodeIdentity
+        let kvs: [EtcdKeyValue]
+        let revision: Int64
+        do {
+            let (slot, epoch) = try await claimSlot(lease: lease)
+            identity = NodeIdentity(
+                nodeId: settings.nodeId, address: settings.advertise, slot: slot, epoch: epoch, startedAt: startedAt)
+            try await publish(identity, connections: connections, lease: lease)
+            (kvs, revision) = try await etcd.getPrefix(settings.etcdPrefix)
+        } catch {
+            // Give back whatever this attempt claimed: a slot held by a lease nobody keeps alive
+            // would stay taken for a TTL per retry, and grow the topic.
+            try? await etcd.revokeLease(lease)
+            throw error
+        }
         state.withLock { state in
             state.slots = [:]
             state.nodes = [:]
@@ -158,7 +168,7 @@ public final class ClusterMembership: Membership {
             state.identity = identity
             state.problem = nil
         }
-        logger.info("joined the cluster", metadata: ["slot": "\(slot)", "epoch": "\(epoch)"])
+        logger.info("joined the cluster", metadata: ["slot": "\(identity.slot)", "epoch": "\(identity.epoch)"])
         changes.yield(identity)
         return (lease, revision)
     }
