@@ -23,6 +23,8 @@ public final class ClusterFabric: Sendable {
     private let consumer: FabricConsumer
     private let logger: Logger
     private let kafkaReachable = Atomic<Bool>(false)
+    /// What is wrong with Herald's topics on the broker, if anything (missing, or emptied).
+    private let topicsProblem = Mutex<String?>(nil)
 
     public init(settings: ClusterSettings, codec: ClientIDCodec, logger: Logger) throws {
         self.settings = settings
@@ -79,6 +81,7 @@ public final class ClusterFabric: Sendable {
     /// Ready: holds a slot, consumes its partitions, etcd answers, and Kafka answers.
     public var isReady: Bool {
         acceptsClients && membership.isReady && kafkaReachable.load(ordering: .relaxed) && !bus.lastSendFailed
+            && topicsProblem.withLock({ $0 }) == nil
     }
 
     /// Whether new clients can be given IDs: the slot is held and its partition is being read.
@@ -92,6 +95,7 @@ public final class ClusterFabric: Sendable {
     public var problem: String? {
         if let problem = membership.problem { return problem }
         if !acceptsClients { return "not yet consuming this node's partitions" }
+        if let problem = topicsProblem.withLock({ $0 }) { return problem }
         if !kafkaReachable.load(ordering: .relaxed) || bus.lastSendFailed { return "Kafka is unreachable" }
         return nil
     }
@@ -157,7 +161,39 @@ public final class ClusterFabric: Sendable {
             if kafkaReachable.exchange(reachable, ordering: .relaxed) != reachable {
                 logger.notice(reachable ? "Kafka reachable" : "Kafka unreachable")
             }
+            if reachable { await checkTopics() }
             try? await Task.sleep(for: .seconds(2))
         }
+    }
+
+    /// A broker that came back empty (a wiped or replaced Kafka, Tansu's memory storage after
+    /// a restart) has lost Herald's topics: the node turns unready naming them, creates them
+    /// again, and reads every partition from the start of the new log (all of it written
+    /// since). A topic re-created before this probe saw it gone is caught by the consumer
+    /// instead: a fetch past a partition's end is out of range, and the consumer starts that
+    /// partition again from its earliest offset (`auto.offset.reset`). ListOffsets is not used
+    /// to tell: Tansu answers it below the true end.
+    private func checkTopics() async {
+        var missing: [String] = []
+        for topic in [settings.unicastTopic, settings.broadcastTopic, settings.eventsTopic] {
+            do {
+                if try await admin.layout(topic) == nil { missing.append(topic) }
+            } catch {
+                return  // the broker did not answer: the next probe asks again
+            }
+        }
+        guard !missing.isEmpty else {
+            topicsProblem.withLock { $0 = nil }
+            return
+        }
+        let problem = "topics missing on the broker: \(missing.joined(separator: ", ")); creating them again"
+        let previous = topicsProblem.withLock { old -> String? in
+            let before = old
+            old = problem
+            return before
+        }
+        if previous != problem { logger.error("\(problem)") }
+        await ensureTopics()
+        consumer.restartFromStart()
     }
 }

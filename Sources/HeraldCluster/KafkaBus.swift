@@ -113,6 +113,16 @@ final class FabricConsumer: Sendable {
     private let consumingEpoch = Atomic<UInt64>(0)
     /// The next offset to deliver, per topic and partition, of the current assignment.
     private let positions = Mutex<[String: Int64]>([:])
+    /// Set to have the consumer assigned again, from the start of every partition (the
+    /// broker lost its log: what it holds now was all written since).
+    private let restartRequested = Atomic<Bool>(false)
+    private let current = Mutex<KafkaConsumer?>(nil)
+
+    /// Reads every partition again from its start: for a broker that came back empty.
+    func restartFromStart() {
+        restartRequested.store(true, ordering: .relaxed)
+        current.withLock { $0 }?.close()
+    }
 
     /// Whether the record at `offset` of `topic`/`partition` has been delivered here.
     func hasDelivered(topic: String, partition: Int32, offset: Int64) -> Bool {
@@ -147,9 +157,11 @@ final class FabricConsumer: Sendable {
     }
 
     private func consume(as identity: NodeIdentity, deliver: @escaping @Sendable (BusMessage) -> Void) async {
+        var fromStart = false
         while !Task.isCancelled {
             do {
-                let consumer = try await makeConsumer(for: identity)
+                let consumer = try await makeConsumer(for: identity, fromStart: fromStart)
+                current.withLock { $0 = consumer }
                 consumingEpoch.store(identity.epoch, ordering: .releasing)
                 logger.info("consuming", metadata: ["slot": "\(identity.slot)", "epoch": "\(identity.epoch)"])
                 await withTaskCancellationHandler {
@@ -169,6 +181,12 @@ final class FabricConsumer: Sendable {
                     consumer.close()
                 }
                 consumer.close()
+                current.withLock { $0 = nil }
+                if !Task.isCancelled, restartRequested.exchange(false, ordering: .relaxed) {
+                    logger.warning("reading every partition again from its start: the broker lost its log")
+                    fromStart = true
+                    continue
+                }
                 return
             } catch {
                 logger.error("cannot start consuming; retrying", metadata: ["error": "\(error)"])
@@ -179,20 +197,32 @@ final class FabricConsumer: Sendable {
 
     /// Assigned from the ends seen now: this slot's older messages were for earlier epochs,
     /// and no local client was in any group before this moment.
-    private func makeConsumer(for identity: NodeIdentity) async throws -> KafkaConsumer {
+    private func makeConsumer(for identity: NodeIdentity, fromStart: Bool = false) async throws -> KafkaConsumer {
         var assignments: [(topic: String, partition: Int32, offset: KafkaOffset)] = []
         let slot = Int32(identity.slot)
-        assignments.append((settings.unicastTopic, slot, .at(try await admin.watermarks(settings.unicastTopic, partition: slot).high)))
+        func start(_ topic: String, _ partition: Int32) async throws -> Int64 {
+            let marks = try await admin.watermarks(topic, partition: partition)
+            return fromStart ? marks.low : marks.high
+        }
+        assignments.append((settings.unicastTopic, slot, .at(try await start(settings.unicastTopic, slot))))
         let broadcastPartitions = try await admin.partitionCount(settings.broadcastTopic) ?? settings.broadcastPartitions
         for partition in 0..<broadcastPartitions {
-            let high = try await admin.watermarks(settings.broadcastTopic, partition: partition).high
-            assignments.append((settings.broadcastTopic, partition, .at(high)))
+            assignments.append((settings.broadcastTopic, partition, .at(try await start(settings.broadcastTopic, partition))))
+        }
+        positions.withLock { positions in
+            positions = [:]
+            for assignment in assignments {
+                if case .at(let offset) = assignment.offset { positions["\(assignment.topic)/\(assignment.partition)"] = offset }
+            }
         }
         var config = settings.kafkaBase
         config["group.id"] = "herald-\(identity.nodeId)-\(identity.epoch)"
         config["enable.auto.commit"] = "false"
         config["fetch.wait.max.ms"] = String(settings.fetchWaitMillis)
         config["fetch.error.backoff.ms"] = "100"
+        // An assigned offset past the end means the broker lost the log: read what it has now
+        // from its start rather than wait for offsets that will never come again.
+        config["auto.offset.reset"] = "earliest"
         return try KafkaConsumer(config: config, assignments: assignments, logger: logger)
     }
 }

@@ -59,8 +59,7 @@ struct APIErrorMiddleware: RouterMiddleware {
         } catch let error as HeraldError {
             return APIAnswer.failure(error).response
         } catch let error as HTTPError where error.status == .notFound {
-            var methods = routes.methods(for: request.uri.path)
-            if methods.contains("GET") { methods.append("HEAD") }
+            let methods = routes.methods(for: request.uri.path)
             guard !methods.isEmpty, !methods.contains(request.method.rawValue) else {
                 return APIAnswer.failure(HeraldError(code: 4004, status: 404, message: "no route \(request.uri.path)")).response
             }

@@ -1182,6 +1182,20 @@ class OriginTests(NodeTestCase):
         status, _, raw, _ = send_api(self.port, "get_online_list", {"groupName": "g"})
         self.assertEqual(status, 200, "no origin: %s %r" % (status, raw[:200]))
 
+    def test_06h_allowed_api_origin_gets_cors(self):
+        good = "https://api-good.example"
+        status, headers, raw, _ = api(self.port, "OPTIONS", "/api/send_to_client",
+                                      headers={"Origin": good, "Access-Control-Request-Method": "POST"})
+        self.assertEqual(status, 204, "preflight from an allowed origin: %s %r" % (status, raw[:200]))
+        self.assertEqual(headers.get("access-control-allow-origin"), good)
+        self.assertIn("Idempotency-Key", headers.get("access-control-allow-headers", ""))
+        status, headers, raw, _ = send_api(self.port, "get_online_list", {"groupName": "g"}, {"Origin": good})
+        self.assertEqual(status, 200)
+        self.assertEqual(headers.get("access-control-allow-origin"), good, "the answer is readable by that page")
+        status, headers, _, _ = api(self.port, "OPTIONS", "/api/send_to_client", headers={"Origin": "https://evil.example"})
+        self.assertEqual(status, 403)
+        self.assertIsNone(headers.get("access-control-allow-origin"))
+
 
 # ---------------------------------------------------------------------------------------
 # 7. Ghost connections
@@ -1480,6 +1494,77 @@ class TrustedProxyCapTests(NodeTestCase):
         # Another client behind the same proxy is not affected, whatever it puts in front.
         status, _ = self.upgrade_as("10.2.2.2", spoofed="10.1.1.1")
         self.assertEqual(status, 101, "the proxy's own entry names the client, not what the client claimed")
+
+
+class CarelessCallerTests(NodeTestCase):
+    """What a careless business system or operator trips over: every one a clear answer."""
+
+    def expect_field_error(self, route, body, field):
+        status, _, raw, parsed = send_api(self.port, route, body)
+        self.assertEqual(status, 400, "%s %s: %s %r" % (route, field, status, raw[:200]))
+        self.assertEqual((parsed or {}).get("code"), 4000)
+        self.assertIn(field, (parsed or {}).get("msg", ""), "the message names %s: %r" % (field, raw[:200]))
+
+    def test_16a_field_limits_answer_4000_naming_the_field(self):
+        ws = self.track(WS.client(self.port))
+        self.expect_field_error("send_to_clients", {"clientIds": ["x"] * 1001}, "clientIds")
+        self.expect_field_error("send_to_group", {"groupName": "g" * 257}, "groupName")
+        self.expect_field_error("bind_to_group", {"clientId": ws.client_id, "groupName": "g", "extend": "e" * 4097}, "extend")
+        self.expect_field_error("bind_to_group", {"clientId": ws.client_id, "groupName": "g", "userId": "u" * 257}, "userId")
+        self.expect_field_error("send_to_client", {"clientId": "c" * 1025}, "clientId")
+        # At the limits they are taken.
+        status, _, raw, _ = send_api(self.port, "bind_to_group",
+                                     {"clientId": ws.client_id, "groupName": "g" * 256, "extend": "e" * 4096})
+        self.assertEqual(status, 200, raw[:200])
+
+    def test_16b_wrong_types_are_named(self):
+        self.expect_field_error("send_to_system", {"code": 1.5}, "code")
+        self.expect_field_error("send_to_system", {"code": 18446744073709551615}, "code")
+        self.expect_field_error("send_to_system", {"msg": 3}, "msg")
+        self.expect_field_error("send_to_clients", {"clientIds": "x"}, "clientIds")
+        self.expect_field_error("send_to_clients", {"clientIds": ["a", 2]}, "clientIds[1]")
+        status, _, raw, parsed = send_api(self.port, "send_to_system", "{\"data\": [1,}")
+        self.assertEqual(status, 400)
+        self.assertIn("at byte", parsed.get("msg", ""), "a syntax error says where: %r" % raw[:200])
+        # 1e400 is valid JSON: carried as sent, not "malformed".
+        status, _, raw, _ = send_api(self.port, "send_to_system", {"data": 1})
+        self.assertEqual(status, 200)
+        status, _, raw, _ = send_api(self.port, "send_to_system", '{"data": 1e400}')
+        self.assertEqual(status, 200, raw[:200])
+
+    def test_16c_wrong_method_is_405_with_allow(self):
+        status, headers, raw, parsed = api(self.port, "DELETE", "/metrics")
+        self.assertEqual(status, 405, raw[:200])
+        self.assertEqual(headers.get("allow"), "GET")
+        self.assertEqual(parsed.get("code"), 4050)
+        status, headers, _, _ = api(self.port, "GET", "/api/send_to_client")
+        self.assertEqual((status, headers.get("allow")), (405, "POST"))
+        status, headers, _, _ = api(self.port, "POST", "/healthz")
+        self.assertEqual(status, 405)
+        self.assertEqual(sorted(headers.get("allow", "").split(", ")), ["GET", "HEAD"])
+
+    def test_16d_bad_settings_and_a_busy_port_name_the_problem(self):
+        out = subprocess.run([BIN, "serve", "--dev", "--ping-interval", "-1"], capture_output=True, text=True, timeout=20)
+        self.assertEqual(out.returncode, 2)
+        self.assertIn("ping-interval", out.stderr)
+        self.assertIn("must be positive", out.stderr)
+        self.assertNotIn("Missing value", out.stderr)
+        out = subprocess.run([BIN, "serve", "--dev", "--host", HOST, "--port", str(self.port)],
+                             capture_output=True, text=True, timeout=20)
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn("port %d" % self.port, out.stderr)
+        self.assertIn("in use", out.stderr)
+
+    def test_16e_replay_from_a_node_as_a_table(self):
+        status, _, raw, _ = send_api(self.port, "send_to_system", {"msg": "tabled", "data": {"n": 18446744073709551615}})
+        self.assertEqual(status, 200, raw[:200])
+        out = subprocess.run([BIN, "replay", "--node", "http://%s:%d" % (HOST, self.port), "--admin-token", ADMIN_TOKEN,
+                              "--format", "table", "--system", SYSTEM], capture_output=True, text=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        lines = out.stdout.strip().splitlines()
+        self.assertTrue(lines[0].startswith("TIMESTAMP"), "a header row: %r" % lines[:2])
+        self.assertTrue(any("tabled" in line and SYSTEM in line for line in lines[1:]), out.stdout[-500:])
+        self.assertFalse(any(line.startswith("{") for line in lines), "not JSON lines")
 
 
 class SummaryResult(unittest.TextTestResult):
