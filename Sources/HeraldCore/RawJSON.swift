@@ -281,40 +281,33 @@ public enum JSONScanner {
 
         /// Skips a string literal, checking escapes and UTF-8.
         private mutating func skipString() throws(JSONSyntaxError) {
-            var sink = StringSink.discard
-            try scanString(into: &sink)
+            var none: [UInt8]? = nil
+            try scanString(into: &none)
         }
 
-        /// Reads a string literal into a `String`.
+        /// Reads a string literal into a `String`. A literal without escapes is taken as it is
+        /// (one copy); escapes are decoded as they come.
         mutating func scanString() throws(JSONSyntaxError) -> String {
-            var sink = StringSink.collect([])
-            try scanString(into: &sink)
-            guard case .collect(let utf8) = sink else { return "" }
-            return String(decoding: utf8, as: UTF8.self)
+            let start = position + 1
+            var collected: [UInt8]? = []
+            try scanString(into: &collected)
+            guard let collected else { return "" }
+            if collected.count == position - 1 - start {
+                return String(decoding: bytes[start..<(position - 1)], as: UTF8.self)
+            }
+            return String(decoding: collected, as: UTF8.self)
         }
 
-        enum StringSink {
-            case discard
-            case collect([UInt8])
-
-            mutating func append(_ byte: UInt8) {
-                if case .collect(var bytes) = self {
-                    self = .discard  // keeps `bytes` uniquely referenced while it grows
-                    bytes.append(byte)
-                    self = .collect(bytes)
-                }
-            }
-
-            mutating func append(scalar value: UInt32) {
-                guard case .collect = self, let scalar = Unicode.Scalar(value) else { return }
-                for unit in UTF8.encode(scalar) ?? UTF8.EncodedScalar() { append(unit) }
-            }
-        }
-
-        private mutating func scanString(into sink: inout StringSink) throws(JSONSyntaxError) {
+        /// Checks one string literal; when `sink` is non-nil, appends the decoded UTF-8 to it.
+        private mutating func scanString(into sink: inout [UInt8]?) throws(JSONSyntaxError) {
             position += 1  // the opening quote
+            let collecting = sink != nil
+            var out = sink ?? []
+            sink = nil  // `out` holds the only reference while it grows
+            defer { if collecting { sink = out } }
             while true {
-                guard let byte = peek else { throw error("unterminated string") }
+                guard position < bytes.count else { throw error("unterminated string") }
+                let byte = bytes[position]
                 switch byte {
                 case UInt8(ascii: "\""):
                     position += 1
@@ -324,14 +317,15 @@ public enum JSONScanner {
                     guard let escaped = peek else { throw error("unterminated string") }
                     position += 1
                     switch escaped {
-                    case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): sink.append(escaped)
-                    case UInt8(ascii: "b"): sink.append(0x08)
-                    case UInt8(ascii: "f"): sink.append(0x0C)
-                    case UInt8(ascii: "n"): sink.append(0x0A)
-                    case UInt8(ascii: "r"): sink.append(0x0D)
-                    case UInt8(ascii: "t"): sink.append(0x09)
+                    case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): if collecting { out.append(escaped) }
+                    case UInt8(ascii: "b"): if collecting { out.append(0x08) }
+                    case UInt8(ascii: "f"): if collecting { out.append(0x0C) }
+                    case UInt8(ascii: "n"): if collecting { out.append(0x0A) }
+                    case UInt8(ascii: "r"): if collecting { out.append(0x0D) }
+                    case UInt8(ascii: "t"): if collecting { out.append(0x09) }
                     case UInt8(ascii: "u"):
                         let unit = try hex4()
+                        var scalar = unit
                         if (0xD800...0xDBFF).contains(unit) {
                             // A high surrogate must be followed by an escaped low one.
                             guard peek == UInt8(ascii: "\\"), position + 1 < bytes.count, bytes[position + 1] == UInt8(ascii: "u")
@@ -339,11 +333,12 @@ public enum JSONScanner {
                             position += 2
                             let low = try hex4()
                             guard (0xDC00...0xDFFF).contains(low) else { throw error("unpaired surrogate in \\u escape") }
-                            sink.append(scalar: 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))
+                            scalar = 0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
                         } else if (0xDC00...0xDFFF).contains(unit) {
                             throw error("unpaired surrogate in \\u escape")
-                        } else {
-                            sink.append(scalar: unit)
+                        }
+                        if collecting, let value = Unicode.Scalar(scalar) {
+                            out.append(contentsOf: UTF8.encode(value) ?? UTF8.EncodedScalar())
                         }
                     default:
                         throw error("invalid escape in string")
@@ -351,10 +346,12 @@ public enum JSONScanner {
                 case 0x00..<0x20:
                     throw error("control character in string")
                 case 0x00..<0x80:
-                    sink.append(byte)
+                    if collecting { out.append(byte) }
                     position += 1
                 default:
-                    try utf8Sequence(into: &sink)
+                    let start = position
+                    try utf8Sequence()
+                    if collecting { out.append(contentsOf: bytes[start..<position]) }
                 }
             }
         }
@@ -379,7 +376,7 @@ public enum JSONScanner {
 
         /// One multi-byte UTF-8 sequence, well-formed per the Unicode standard (no overlongs,
         /// no surrogates, nothing above U+10FFFF).
-        private mutating func utf8Sequence(into sink: inout StringSink) throws(JSONSyntaxError) {
+        private mutating func utf8Sequence() throws(JSONSyntaxError) {
             let lead = bytes[position]
             let length: Int
             var lowest: UInt8 = 0x80
@@ -400,7 +397,6 @@ public enum JSONScanner {
                 let (low, high) = index == 1 ? (lowest, highest) : (0x80, 0xBF)
                 guard byte >= low, byte <= high else { throw error("invalid UTF-8 in string") }
             }
-            for index in 0..<length { sink.append(bytes[position + index]) }
             position += length
         }
     }

@@ -103,6 +103,9 @@ struct BodyFields {
 
     func string(_ key: String, maxBytes: Int? = nil) throws(HeraldError) -> String? {
         guard let (bytes, range) = value(key) else { return nil }
+        // An escape is at most 6 bytes for at least 1 decoded byte: a literal this long cannot
+        // fit, and is refused without decoding it.
+        if let maxBytes, range.count - 2 > maxBytes * 6 { throw .invalidField(key, "must be at most \(maxBytes) bytes") }
         guard let text = JSONScanner.string(in: bytes, range) else { throw .invalidField(key, "must be a string") }
         if let maxBytes, text.utf8.count > maxBytes { throw .invalidField(key, "must be at most \(maxBytes) bytes") }
         return text
