@@ -94,7 +94,9 @@ public final class KafkaAdmin: Sendable {
         public var replicationFactor: Int
     }
 
-    /// The layout of `topic`, or nil if it does not exist (all-topics metadata, as below).
+    /// The layout of `topic`, or nil if it does not exist. Asks for the metadata of all topics
+    /// (a request naming the topic would make Tansu, or a Kafka with auto.create.topics.enable,
+    /// create it).
     public func layout(_ topic: String, timeout: Duration = .seconds(5)) async throws -> TopicLayout? {
         let handle = self.handle
         let ms = timeout.milliseconds
@@ -109,7 +111,11 @@ public final class KafkaAdmin: Sendable {
                 let md = metadata.pointee
                 for i in 0..<Int(md.topic_cnt) {
                     let t = md.topics[i]
-                    guard String(cString: t.topic) == topic, t.err == RD_KAFKA_RESP_ERR_NO_ERROR else { continue }
+                    guard String(cString: t.topic) == topic else { continue }
+                    if t.err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART { return nil }
+                    if t.err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                        throw KafkaError(t.err, "metadata for \(topic): \(String(cString: rd_kafka_err2str(t.err)))")
+                    }
                     var fewest = Int.max
                     for p in 0..<Int(t.partition_cnt) { fewest = min(fewest, Int(t.partitions[p].replica_cnt)) }
                     return TopicLayout(partitions: t.partition_cnt, replicationFactor: fewest == .max ? 0 : fewest)
@@ -123,29 +129,7 @@ public final class KafkaAdmin: Sendable {
     /// metadata of all topics (a request naming the topic would make Tansu, or a Kafka with
     /// auto.create.topics.enable, create it).
     public func partitionCount(_ topic: String, timeout: Duration = .seconds(5)) async throws -> Int32? {
-        let handle = self.handle
-        let ms = timeout.milliseconds
-        return try await runBlocking("rdkafka-admin") { () throws(KafkaError) -> Int32? in
-            try handle.withLiveOrThrow { rk throws(KafkaError) -> Int32? in
-                var metadata: UnsafePointer<rd_kafka_metadata>? = nil
-                let err = rd_kafka_metadata(rk, 1, nil, &metadata, ms)
-                guard err == RD_KAFKA_RESP_ERR_NO_ERROR, let metadata else {
-                    throw KafkaError(err, "metadata: \(String(cString: rd_kafka_err2str(err)))")
-                }
-                defer { rd_kafka_metadata_destroy(metadata) }
-                let md = metadata.pointee
-                for i in 0..<Int(md.topic_cnt) {
-                    let t = md.topics[i]
-                    guard String(cString: t.topic) == topic else { continue }
-                    if t.err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART { return nil }
-                    if t.err != RD_KAFKA_RESP_ERR_NO_ERROR {
-                        throw KafkaError(t.err, "metadata for \(topic): \(String(cString: rd_kafka_err2str(t.err)))")
-                    }
-                    return t.partition_cnt
-                }
-                return nil
-            }
-        }
+        try await layout(topic, timeout: timeout)?.partitions
     }
 
     /// Asks the broker for the partition's low and high watermarks (ListOffsets). On Tansu
