@@ -275,3 +275,28 @@ extension ClusterSuite.HonestAnswerTests {
         try await member.ws.close()
     }
 }
+
+extension ClusterSuite.HonestAnswerTests {
+    /// etcd's own count of range (read) requests it served.
+    static func etcdReads() async throws -> Int {
+        let metrics = try await RemoteHerald(host: "127.0.0.1", port: 2379, adminToken: nil).api.get("/metrics")
+        let line = metrics.body.split(separator: "\n").first { $0.hasPrefix("etcd_mvcc_range_total ") }
+        return Int(Double(line?.split(separator: " ").last ?? "") ?? -1)
+    }
+
+    @Test("unknown system IDs cost etcd at most a read per ID and 2 s, not one per request")
+    func unknownSystemsAreCheap() async throws {
+        let node = LocalCluster.node(2)
+        let before = try await Self.etcdReads()
+        var codes: [Int: Int] = [:]
+        for _ in 0..<200 {
+            let r = try await node.api.post("/api/send_to_system", systemId: "no-such-system", json: ["msg": "x"])
+            codes[r.code ?? -1, default: 0] += 1
+        }
+        let after = try await Self.etcdReads()
+        print("cluster: 200 sends for one unknown system cost etcd \(after - before) reads; answers \(codes)")
+        #expect(codes == [4041: 200])
+        // The nodes' own traffic (watch progress, renewals, record refreshes) reads a little too.
+        #expect(after - before < 40, "etcd served \(after - before) reads for 200 requests naming one unknown system")
+    }
+}
