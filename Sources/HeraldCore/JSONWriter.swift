@@ -1,5 +1,5 @@
 /// Writes JSON text by hand for the frames and records that carry a business system's `data`:
-/// it splices `RawJSON` in as it came, and it cannot fail (so no `try!` is ever needed).
+/// it splices `RawJSON` in as it came, and it cannot fail, so nothing in it is forced.
 /// Members are written in the order given; callers keep keys sorted where a format promised it.
 public struct JSONWriter: Sendable {
     public private(set) var text: String
