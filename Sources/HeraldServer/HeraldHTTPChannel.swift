@@ -53,7 +53,7 @@ struct HeraldHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     let limits: Limits
 
     init(responder: @escaping HTTPChannelHandler.Responder, endpoint: WebSocketEndpoint, limits: Limits) {
-        self.responder = Self.refusingUpgrades(responder, origins: limits.origins)
+        self.responder = Self.redirectingLateUpgrades(responder)
         self.endpoint = endpoint
         self.limits = limits
     }
@@ -158,38 +158,21 @@ struct HeraldHTTPChannel: ServerChildChannel, HTTPChannelHandler {
         }
     }
 
-    /// A request that asks for a WebSocket but was not upgraded: answered with why (400, 403 or
-    /// 426 with the contract's body), never passed on to the routes or redirected. NIO upgrades
-    /// only a connection's first request; a valid upgrade asked later on a kept-alive connection
-    /// is sent back to the same URL, on a new connection, as Hummingbird does.
-    private static func refusingUpgrades(
-        _ responder: @escaping HTTPChannelHandler.Responder, origins: OriginPolicy
-    ) -> HTTPChannelHandler.Responder {
-        struct RefusedUpgrade: Error {}
+    /// A WebSocket upgrade that reaches the routes. A refused one never does: UpgradeRequestGuard
+    /// answers it (400, 403, 426, 429) on any request of the connection. What is left is a valid
+    /// upgrade asked on a kept-alive connection, which NIO does not upgrade (only a connection's
+    /// first request): it is sent back to the same URL, on a new connection, as Hummingbird does.
+    private static func redirectingLateUpgrades(_ responder: @escaping HTTPChannelHandler.Responder) -> HTTPChannelHandler.Responder {
+        struct RedirectedUpgrade: Error {}
         return { request, writer, channel in
             guard request.headers[.upgrade] != nil else {
                 return try await responder(request, writer, channel)
             }
-            var headers = HTTPHeaders()
-            for field in request.headers { headers.add(name: field.name.rawName, value: field.value) }
-            let method = HTTPMethod(rawValue: request.method.rawValue)
-            if let refusal = WebSocketHandshake.check(method: method, uri: request.uri.string, headers: headers, origins: origins) {
-                let body = APIAnswer.failure(refusal.error).body
-                var fields: HTTPFields = [.connection: "close", .contentType: "application/json; charset=utf-8"]
-                for (name, value) in refusal.headers {
-                    if let name = HTTPField.Name(name) { fields[name] = value }
-                }
-                fields[.contentLength] = "\(body.count)"
-                var bodyWriter = try await writer.writeHead(HTTPResponse(status: .init(code: Int(refusal.status.code)), headerFields: fields))
-                try await bodyWriter.write(ByteBuffer(bytes: body))
-                try await bodyWriter.finish(nil)
-            } else {
-                var location = request.uri.path
-                if let query = request.uri.query { location += "?\(query)" }
-                try await writer.writeResponse(
-                    HTTPResponse(status: .temporaryRedirect, headerFields: [.connection: "close", .location: location]))
-            }
-            throw RefusedUpgrade()
+            var location = request.uri.path
+            if let query = request.uri.query { location += "?\(query)" }
+            try await writer.writeResponse(
+                HTTPResponse(status: .temporaryRedirect, headerFields: [.connection: "close", .location: location]))
+            throw RedirectedUpgrade()
         }
     }
 }

@@ -242,15 +242,10 @@ struct ConnectionRegistryTests {
 
 @Suite("ConnectionRegistry bounds")
 struct ConnectionRegistryBoundTests {
-    final class Sink: ClientSink {
-        func push(_ frame: OutboundFrame) -> Bool { true }
-        func close(code: UInt16, reason: String) {}
-    }
-
     @Test("a client is in at most FieldLimits.groupsPerClient groups; a bind past it is refused, rebinding an old one is not")
     func groupsPerClient() {
         let registry = ConnectionRegistry()
-        registry.add(registry.makeConnection(serial: 1, clientId: "c", systemId: "s", userId: "", sink: Sink()))
+        registry.add(registry.makeConnection(serial: 1, clientId: "c", systemId: "s", userId: "", sink: FakeSink()))
         for index in 0..<FieldLimits.groupsPerClient {
             #expect(registry.bind(serial: 1, group: "g\(index)", userId: "", extend: "").change != nil)
         }
@@ -265,11 +260,6 @@ struct ConnectionRegistryBoundTests {
 
 @Suite("Identifiers compare by bytes")
 struct ExactIdentifierTests {
-    final class Sink: ClientSink {
-        func push(_ frame: OutboundFrame) -> Bool { true }
-        func close(code: UInt16, reason: String) {}
-    }
-
     @Test("\"é\" composed and decomposed are two groups, as they are on Kafka and in etcd; leaving one leaves only it")
     func canonicalEquivalentGroupsStayApart() {
         let composed = "caf\u{E9}"
@@ -277,7 +267,7 @@ struct ExactIdentifierTests {
         #expect(composed == decomposed, "Swift calls them equal")
         #expect(GroupKey(systemId: "s", name: composed) != GroupKey(systemId: "s", name: decomposed))
         let registry = ConnectionRegistry()
-        registry.add(registry.makeConnection(serial: 1, clientId: "c", systemId: "s", userId: "", sink: Sink()))
+        registry.add(registry.makeConnection(serial: 1, clientId: "c", systemId: "s", userId: "", sink: FakeSink()))
         #expect(registry.bind(serial: 1, group: composed, userId: "", extend: "").change?.changed == true)
         #expect(registry.bind(serial: 1, group: decomposed, userId: "", extend: "").change?.changed == true)
         #expect(registry.connection(serial: 1)?.groups.count == 2)
