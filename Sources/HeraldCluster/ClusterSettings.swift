@@ -1,3 +1,5 @@
+import HeraldCore
+
 /// How a node joins the cluster.
 public struct ClusterSettings: Sendable {
     /// Kafka bootstrap servers, e.g. "127.0.0.1:9092".
@@ -14,9 +16,9 @@ public struct ClusterSettings: Sendable {
     /// Partitions `herald.unicast` is created with (the slots available before it must grow).
     public var unicastPartitions: Int32 = 64
     public var broadcastPartitions: Int32 = 4
-    public var unicastTopic = "herald.unicast"
-    public var broadcastTopic = "herald.broadcast"
-    public var eventsTopic = "herald.events"
+    public var unicastTopic = Topics.unicast
+    public var broadcastTopic = Topics.broadcast
+    public var eventsTopic = Topics.events
     /// Root of Herald's keys in etcd.
     public var etcdPrefix = "/herald/"
     /// How long a node waits for a peer's answer (online lists, client status).

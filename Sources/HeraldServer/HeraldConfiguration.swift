@@ -1,4 +1,5 @@
 import HeraldCore
+import Logging
 
 /// Everything a node needs to start, already validated.
 public struct HeraldConfiguration: Sendable {
@@ -47,6 +48,7 @@ public struct HeraldConfiguration: Sendable {
     public var traceCapacity = 100_000
     /// How long shutdown waits for clients to take their 1001 close.
     public var shutdownGrace: Double = 2
+    public var logLevel: Logger.Level = .info
 
     // Cluster mode: set `kafka` and `etcd`.
     /// Kafka bootstrap servers (host:port, comma-separated); nil runs standalone.
@@ -65,8 +67,9 @@ public struct HeraldConfiguration: Sendable {
     /// Replicas of Herald's topics when a node creates them, and `min.insync.replicas`.
     public var replicationFactor = 1
     public var minInsyncReplicas = 1
-    public var unicastTopic = "herald.unicast"
-    public var broadcastTopic = "herald.broadcast"
+    public var unicastTopic = Topics.unicast
+    public var broadcastTopic = Topics.broadcast
+    public var eventsTopic = Topics.events
     public var etcdPrefix = "/herald/"
 
     public var isCluster: Bool { kafka != nil }
@@ -79,21 +82,10 @@ public struct HeraldConfiguration: Sendable {
 
     /// Checks the settings together and builds the client-ID codec. Errors name the setting.
     public func validated() throws(ConfigurationError) -> ClientIDCodec {
-        guard (0...65535).contains(port) else { throw .invalid("port", "must be 0-65535, got \(port)") }
-        guard maxBodyBytes > 0 else { throw .invalid("max-body-bytes", "must be positive") }
-        guard maxFrameBytes > 0 else { throw .invalid("max-frame-bytes", "must be positive") }
-        guard outboundQueueLimit > 0 else { throw .invalid("outbound-queue", "must be positive") }
-        guard pingInterval > 0 else { throw .invalid("ping-interval", "must be positive") }
-        guard idleTimeout > 0 else { throw .invalid("idle-timeout", "must be positive") }
-        guard outboundQueueBytes > 0 else { throw .invalid("outbound-queue-bytes", "must be positive") }
-        guard inboundFrameRate >= 0 else { throw .invalid("inbound-frame-rate", "must be 0 (off) or positive") }
-        guard headerTimeout > 0 else { throw .invalid("header-timeout", "must be positive") }
-        guard bodyTimeout > 0 else { throw .invalid("body-timeout", "must be positive") }
-        guard keepAliveTimeout > 0 else { throw .invalid("keepalive-timeout", "must be positive") }
-        guard maxConnections > 0 else { throw .invalid("max-connections", "must be positive") }
-        guard maxConnectionsPerIP >= 0 else { throw .invalid("max-connections-per-ip", "must be 0 (off) or positive") }
-        guard rateLimit >= 0 else { throw .invalid("rate-limit", "must be 0 (off) or positive") }
-        guard journalCapacity > 0 else { throw .invalid("journal-capacity", "must be positive") }
+        // One value at a time, by the rules in the settings table; then the rules that tie settings together.
+        for setting in ServeSetting.all {
+            if let why = setting.violation(self) { throw .invalid(setting.name, why) }
+        }
         guard advertisedAddress.utf8.count <= ClientIDCodec.maxAddressBytes else {
             throw .invalid("advertise", "must be at most \(ClientIDCodec.maxAddressBytes) bytes")
         }
@@ -102,20 +94,15 @@ public struct HeraldConfiguration: Sendable {
             guard (adminToken ?? "").isEmpty == false else {
                 throw .invalid("admin-token", "is required in cluster mode: nodes authenticate to each other with it")
             }
-            guard leaseTTL >= 2 else { throw .invalid("lease-ttl", "must be at least 2 seconds") }
-            guard produceTimeout > 0 else { throw .invalid("produce-timeout", "must be positive") }
-            guard unicastPartitions > 0 else { throw .invalid("unicast-partitions", "must be positive") }
-            guard broadcastPartitions > 0 else { throw .invalid("broadcast-partitions", "must be positive") }
-            guard (1...32).contains(replicationFactor) else { throw .invalid("replication-factor", "must be 1-32") }
             guard (1...replicationFactor).contains(minInsyncReplicas) else {
                 throw .invalid("min-insync-replicas", "must be 1 up to --replication-factor (\(replicationFactor))")
             }
-            guard peerTimeout > 0 else { throw .invalid("peer-timeout", "must be positive") }
             guard etcdPrefix.hasPrefix("/"), etcdPrefix.hasSuffix("/") else {
                 throw .invalid("etcd-prefix", "must start and end with '/', e.g. /herald/")
             }
-            guard !unicastTopic.isEmpty, !broadcastTopic.isEmpty, unicastTopic != broadcastTopic else {
-                throw .invalid("unicast-topic", "and broadcast-topic must be two different, non-empty names")
+            let topics = [unicastTopic, broadcastTopic, eventsTopic]
+            guard !topics.contains(""), Set(topics).count == topics.count else {
+                throw .invalid("unicast-topic", "broadcast-topic and events-topic must be three different, non-empty names")
             }
         }
         if !dev, (adminToken ?? "").isEmpty {

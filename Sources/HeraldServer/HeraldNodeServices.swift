@@ -115,6 +115,7 @@ extension HeraldConfiguration {
         settings.minInsyncReplicas = minInsyncReplicas
         settings.unicastTopic = unicastTopic
         settings.broadcastTopic = broadcastTopic
+        settings.eventsTopic = eventsTopic
         settings.etcdPrefix = etcdPrefix
         return settings
     }

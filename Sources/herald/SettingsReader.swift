@@ -2,13 +2,14 @@ import Configuration
 import Foundation
 import HeraldServer
 
-/// Reads `herald serve` settings by their option name (`lease-ttl`), in order of precedence from the
-/// command line, the environment (`HERALD_LEASE_TTL`) and a JSON config file (`{"lease-ttl": 10}`),
-/// falling back to the default. A value that does not parse fails with a message naming the setting.
+/// Reads `herald serve` settings as text by their option name (`lease-ttl`), in order of precedence
+/// from the command line, the environment (`HERALD_LEASE_TTL`) and a JSON config file
+/// (`{"lease-ttl": 10}`). Each setting's own parser (`ServeSetting.apply`) turns the text into its
+/// value, so a malformed value fails with a message naming the setting.
 ///
-/// swift-configuration layers the sources; the values are read as text and parsed here, because
-/// its typed getters turn a malformed value into "missing", which would silently mean the default.
-/// The config file is parsed here too, for the same reason and to reject unknown keys.
+/// swift-configuration layers the sources; values are read as text because its typed getters turn
+/// a malformed value into "missing", which would silently mean the default. The config file is
+/// parsed here too, for the same reason and to reject unknown keys.
 final class SettingsReader {
     private let reader: ConfigReader
     private let fileKeys: Set<String>
@@ -37,41 +38,9 @@ final class SettingsReader {
                 uniqueKeysWithValues: values.map { (AbsoluteConfigKey([$0.key]), ConfigValue(.string($0.value), isSecret: false)) }))
     }
 
-    /// The environment variable that carries a setting.
-    static func environmentName(of name: String) -> String {
-        "HERALD_" + name.uppercased().replacingOccurrences(of: "-", with: "_")
-    }
-
     func string(_ name: String) -> String? {
         asked.insert(name)
         return reader.string(forKey: ConfigKey([name]))
-    }
-
-    func string(_ name: String, default value: String) -> String {
-        string(name) ?? value
-    }
-
-    func int(_ name: String, default value: Int) throws(ConfigurationError) -> Int {
-        guard let text = string(name) else { return value }
-        guard let parsed = Int(text.trimmingCharacters(in: .whitespaces)) else { throw invalid(name, "an integer", text) }
-        return parsed
-    }
-
-    func double(_ name: String, default value: Double) throws(ConfigurationError) -> Double {
-        guard let text = string(name) else { return value }
-        guard let parsed = Double(text.trimmingCharacters(in: .whitespaces)), parsed.isFinite else {
-            throw invalid(name, "a number", text)
-        }
-        return parsed
-    }
-
-    func bool(_ name: String, default value: Bool) throws(ConfigurationError) -> Bool {
-        guard let text = string(name) else { return value }
-        switch text.trimmingCharacters(in: .whitespaces).lowercased() {
-        case "true", "1", "yes", "on": return true
-        case "false", "0", "no", "off", "": return false
-        default: throw invalid(name, "true or false", text)
-        }
     }
 
     /// Call after every setting was read: a key in the config file that no setting asked for is a typo.
@@ -79,10 +48,6 @@ final class SettingsReader {
         if let unknown = fileKeys.subtracting(asked).sorted().first {
             throw .invalid(unknown, "is not a herald serve setting (in the config file); `herald serve --help` lists them")
         }
-    }
-
-    private func invalid(_ name: String, _ expected: String, _ text: String) -> ConfigurationError {
-        .invalid("\(name) (--\(name) / \(Self.environmentName(of: name)))", "expected \(expected), got \"\(text)\"")
     }
 
     /// The file must be one JSON object of scalars. It is read here, as text by setting name, so that
@@ -119,5 +84,38 @@ private struct ScalarSetting: Decodable {
             throw DecodingError.typeMismatch(
                 String.self, .init(codingPath: decoder.codingPath, debugDescription: "not a string, number or boolean"))
         }
+    }
+}
+
+/// The command line of `herald serve`, by setting name: `--name value`, `--name=value`, and `--dev`
+/// alone for a flag. The value after an option is taken as it is, so `--ping-interval -1` reaches
+/// the setting's rule (which names what is wrong) instead of looking like another option.
+enum CommandLineSettings {
+    static func parse(_ arguments: [String]) throws(ConfigurationError) -> [String: String] {
+        var values: [String: String] = [:]
+        var index = arguments.startIndex
+        while index < arguments.endIndex {
+            let argument = arguments[index]
+            index += 1
+            guard argument.hasPrefix("--"), argument.count > 2 else {
+                throw .invalid(argument, "is not an option of herald serve; `herald serve --help` lists them")
+            }
+            let option = argument.dropFirst(2)
+            let name = String(option.prefix { $0 != "=" })
+            let inline = option.contains("=") ? String(option.drop { $0 != "=" }.dropFirst()) : nil
+            guard let setting = ServeSetting.named(name) else {
+                throw .invalid(name, "is not a herald serve setting; `herald serve --help` lists them")
+            }
+            if let inline {
+                values[name] = inline
+            } else if setting.isFlag {
+                values[name] = "true"
+            } else {
+                guard index < arguments.endIndex else { throw .invalid(name, "needs a value: --\(name) <value>") }
+                values[name] = arguments[index]
+                index += 1
+            }
+        }
+        return values
     }
 }
