@@ -6,11 +6,16 @@ import Logging
 import Synchronization
 
 /// Everything a node needs to be part of a cluster: the Kafka bus and consumer, the etcd
-/// membership and system directory, and the peer queries for presence.
+/// membership and system directory, and the peer queries for presence. Given the node's
+/// registry at init, it builds the delivery that applies consumed records to it.
 public final class ClusterFabric: Sendable {
     public let settings: ClusterSettings
     public let membership: ClusterMembership
     public let bus: KafkaBus
+    /// Applies the records this node consumes to its own connections.
+    public let delivery: Delivery
+    /// Who is online: this node's registry, and every other live node asked in parallel.
+    public let presence: ClusterPresence
     public let systems: EtcdSystemDirectory
     /// Idempotency-Keys shared by every node.
     public let idempotency: EtcdIdempotency
@@ -21,13 +26,19 @@ public final class ClusterFabric: Sendable {
     private let admin: KafkaAdmin
     private let membershipHTTP: HTTPClient
     private let consumer: FabricConsumer
+    private let registry: ConnectionRegistry
     private let logger: Logger
     private let kafkaReachable = Atomic<Bool>(false)
     /// What is wrong with Herald's topics on the broker, if anything (missing, or emptied).
     private let topicsProblem = Mutex<String?>(nil)
 
-    public init(settings: ClusterSettings, codec: ClientIDCodec, logger: Logger) throws {
+    /// `groupPresence` false: no 1001/1002 frames to a group's members (every node must agree).
+    public init(
+        settings: ClusterSettings, codec: ClientIDCodec, registry: ConnectionRegistry, groupPresence: Bool,
+        logger: Logger, peerHTTP: HTTPClient = .shared
+    ) throws {
         self.settings = settings
+        self.registry = registry
         self.logger = logger
         var producerConfig = settings.kafkaBase
         let timeout = settings.produceTimeout.components.seconds * 1000 + settings.produceTimeout.components.attoseconds / 1_000_000_000_000_000
@@ -55,21 +66,24 @@ public final class ClusterFabric: Sendable {
             kafka: settings.kafka, logger: logger, unicastTopic: settings.unicastTopic,
             broadcastTopic: settings.broadcastTopic, eventsTopic: settings.eventsTopic)
         self.replay = replay
-        self.trace = KafkaTraceRecorder(producer: producer, replay: replay, nodeKey: settings.nodeId)
+        let trace = KafkaTraceRecorder(producer: producer, replay: replay, nodeKey: settings.nodeId)
+        self.trace = trace
         self.admin = admin
         self.membership = membership
-        self.bus = KafkaBus(producer: producer, settings: settings)
+        let bus = KafkaBus(producer: producer, settings: settings)
+        self.bus = bus
+        let delivery = Delivery(registry: registry, membership: membership, trace: trace, presence: groupPresence)
+        delivery.announce(through: bus)
+        self.delivery = delivery
         self.idempotency = EtcdIdempotency(
-            etcd: etcd, prefix: settings.etcdPrefix, pendingTimeout: settings.produceTimeout + .seconds(2))
+            etcd: etcd, keys: settings.etcdKeys, pendingTimeout: settings.produceTimeout + .seconds(2))
         self.systems = EtcdSystemDirectory(
-            etcd: etcd, membership: membership, prefix: settings.systemsPrefix, lookups: SystemLookupGuard())
-        self.consumer = FabricConsumer(settings: settings, admin: admin, codec: codec, logger: logger)
-    }
-
-    public func presence(local: LocalPresence, http: HTTPClient = .shared) -> ClusterPresence {
-        let consumer = self.consumer
-        return ClusterPresence(
-            local: local, membership: membership, settings: settings, http: http,
+            etcd: etcd, membership: membership, keys: settings.etcdKeys, lookups: SystemLookupGuard())
+        let consumer = FabricConsumer(settings: settings, admin: admin, codec: codec, delivery: delivery, logger: logger)
+        self.consumer = consumer
+        self.presence = ClusterPresence(
+            local: LocalPresence(registry: registry, membership: membership), membership: membership, settings: settings,
+            http: peerHTTP,
             delivered: { consumer.hasDelivered(topic: $0.topic, partition: $0.partition, offset: $0.offset) })
     }
 
@@ -101,17 +115,21 @@ public final class ClusterFabric: Sendable {
     }
 
     /// Creates Herald's topics if missing, then keeps membership, consumption and the Kafka
-    /// probe running until cancelled. `onNewEpoch` is called when the node had to take a
-    /// new slot (its clients' IDs then name a dead epoch).
-    public func run(
-        connections: @escaping @Sendable () -> Int, deliver: @escaping @Sendable (BusMessage) -> Void,
-        onNewEpoch: @escaping @Sendable (NodeIdentity) -> Void
-    ) async {
+    /// probe running until cancelled.
+    public func run() async {
         await ensureTopics()
+        let registry = self.registry
+        let logger = self.logger
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.membership.run(connections: connections) }
+            group.addTask { await self.membership.run(connections: { registry.count }) }
             group.addTask {
-                await self.consumer.run(identities: self.membership.identityChanges, deliver: deliver, onNewEpoch: onNewEpoch)
+                await self.consumer.run(identities: self.membership.identityChanges) { identity in
+                    // IDs of the clients here name the old epoch: they must reconnect for new ones.
+                    let sinks = registry.allSinks()
+                    logger.warning(
+                        "took a new slot; closing local clients", metadata: ["slot": "\(identity.slot)", "clients": "\(sinks.count)"])
+                    for sink in sinks { sink.close(code: 1012, reason: "node re-joined the cluster; reconnect") }
+                }
             }
             group.addTask { await self.probeKafka() }
             group.addTask { await self.trace.run() }

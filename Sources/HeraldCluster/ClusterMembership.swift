@@ -179,7 +179,7 @@ public final class ClusterMembership: Membership {
         var slot: Int32 = 0
         while true {
             while slot < count {
-                let (created, kv) = try await etcd.createIfAbsent(settings.slotsPrefix + String(slot), value: value, lease: lease)
+                let (created, kv) = try await etcd.createIfAbsent(settings.etcdKeys.slot(UInt32(slot)), value: value, lease: lease)
                 if created, let kv { return (UInt32(slot), UInt64(kv.createRevision)) }
                 slot += 1
             }
@@ -201,7 +201,7 @@ public final class ClusterMembership: Membership {
         let record = NodeRecord(
             nodeId: identity.nodeId, address: identity.address, slot: identity.slot, epoch: identity.epoch,
             startedAt: identity.startedAt, connections: connections, version: settings.version)
-        try await etcd.put(settings.nodesPrefix + identity.nodeId, value: Array(try JSONEncoder().encode(record)), lease: lease)
+        try await etcd.put(settings.etcdKeys.node(identity.nodeId), value: Array(try JSONEncoder().encode(record)), lease: lease)
     }
 
     /// Renews the lease every TTL/10 (at least every 500 ms apart), and retries a failed renewal
@@ -286,14 +286,15 @@ public final class ClusterMembership: Membership {
     }
 
     private func apply(_ kv: EtcdKeyValue, deleted: Bool, to state: inout State) {
-        if kv.key.hasPrefix(settings.slotsPrefix), let slot = UInt32(kv.key.dropFirst(settings.slotsPrefix.count)) {
+        switch settings.etcdKeys.parse(kv.key) {
+        case .slot(let slot):
             state.slots[slot] = deleted ? nil : UInt64(kv.createRevision)
-        } else if kv.key.hasPrefix(settings.nodesPrefix) {
-            let nodeId = String(kv.key.dropFirst(settings.nodesPrefix.count))
+        case .node(let nodeId):
             state.nodes[nodeId] = deleted ? nil : try? JSONDecoder().decode(NodeRecord.self, from: Data(kv.value))
-        } else if kv.key.hasPrefix(settings.systemsPrefix) {
-            let systemId = String(kv.key.dropFirst(settings.systemsPrefix.count))
+        case .system(let systemId):
             state.systems[systemId] = deleted ? nil : try? JSONDecoder().decode(SystemRecord.self, from: Data(kv.value))
+        case .other:
+            break
         }
     }
 

@@ -5,7 +5,7 @@ import NIOCore
 import NIOFoundationCompat
 
 /// Presence across the cluster: this node answers for its own clients; other live nodes
-/// are asked over HTTP (`/internal/...`, admin token) in parallel, each within the peer
+/// are asked over HTTP (`PeerRoute`, admin token) in parallel, each within the peer
 /// timeout. A node that does not answer is named, never waited on.
 public struct ClusterPresence: PresenceDirectory {
     let local: LocalPresence
@@ -14,20 +14,6 @@ public struct ClusterPresence: PresenceDirectory {
     let http: HTTPClient
     /// Whether this node's consumer has delivered the record at a placement.
     let delivered: @Sendable (Placement) -> Bool
-
-    public struct AppliedQuery: Codable, Sendable {
-        public var topic: String
-        public var partition: Int32
-        public var offset: Int64
-    }
-
-    public struct AppliedAnswer: Codable, Sendable {
-        public var applied: Bool
-
-        public init(applied: Bool) {
-            self.applied = applied
-        }
-    }
 
     /// Waits up to `timeout` for this node's consumer to pass `placement` (polled: binds are rare).
     public static func awaitDelivered(
@@ -49,22 +35,9 @@ public struct ClusterPresence: PresenceDirectory {
         guard let owner = membership.liveNodes.first(where: { $0.slot == id.slot && $0.epoch == id.epoch }) else {
             return false
         }
-        let query = AppliedQuery(topic: placement.topic, partition: placement.partition, offset: placement.offset)
-        let answer: AppliedAnswer? = try? await ask(owner, path: "/internal/applied", query)
+        let query = PeerAppliedQuery(topic: placement.topic, partition: placement.partition, offset: placement.offset)
+        let answer: PeerAppliedAnswer? = try? await ask(owner, .applied, query)
         return answer?.applied ?? false
-    }
-
-    public struct OnlineQuery: Codable, Sendable {
-        public var systemId: String
-        public var groupName: String
-    }
-
-    /// The owner finds the client by slot, epoch and serial: no need to pass the sealed ID.
-    public struct StatusQuery: Codable, Sendable {
-        public var systemId: String
-        public var slot: UInt32
-        public var epoch: UInt64
-        public var serial: UInt64
     }
 
     struct Envelope<Payload: Decodable>: Decodable {
@@ -72,21 +45,16 @@ public struct ClusterPresence: PresenceDirectory {
         var data: Payload?
     }
 
-    struct StatusAnswer: Codable {
-        var online: Bool
-        var groups: [String]
-    }
-
     public func onlineList(systemId: String, group: String) async -> (list: [PresenceInfo], unreachable: [String]) {
         let me = membership.local.nodeId
         let peers = membership.liveNodes.filter { $0.nodeId != me }
         var list = await local.onlineList(systemId: systemId, group: group).list
         var unreachable: [String] = []
-        let query = OnlineQuery(systemId: systemId, groupName: group)
-        await withTaskGroup(of: (String, OnlineAnswer?).self) { tasks in
+        let query = PeerOnlineQuery(systemId: systemId, groupName: group)
+        await withTaskGroup(of: (String, PeerOnlineAnswer?).self) { tasks in
             for peer in peers {
                 tasks.addTask {
-                    let answer: OnlineAnswer? = try? await self.ask(peer, path: "/internal/online_list", query)
+                    let answer: PeerOnlineAnswer? = try? await self.ask(peer, .onlineList, query)
                     return (peer.nodeId, answer)
                 }
             }
@@ -95,10 +63,6 @@ public struct ClusterPresence: PresenceDirectory {
             }
         }
         return (list.sorted { $0.clientId < $1.clientId }, unreachable.sorted())
-    }
-
-    struct OnlineAnswer: Codable {
-        var list: [PresenceInfo]
     }
 
     public func status(systemId: String, id: ClientID) async throws(HeraldError) -> (online: Bool, groups: [String]) {
@@ -110,16 +74,16 @@ public struct ClusterPresence: PresenceDirectory {
             return (false, [])
         }
         do {
-            let query = StatusQuery(systemId: systemId, slot: id.slot, epoch: id.epoch, serial: id.serial)
-            let answer: StatusAnswer = try await ask(owner, path: "/internal/client_status", query)
+            let query = PeerStatusQuery(systemId: systemId, slot: id.slot, epoch: id.epoch, serial: id.serial)
+            let answer: PeerStatusAnswer = try await ask(owner, .clientStatus, query)
             return (answer.online, answer.groups)
         } catch {
             throw .unavailable("node \(owner.nodeId) did not answer: \(error)")
         }
     }
 
-    private func ask<Query: Encodable, Answer: Decodable>(_ node: NodeRecord, path: String, _ query: Query) async throws -> Answer {
-        var request = HTTPClientRequest(url: "http://\(node.address)\(path)")
+    private func ask<Query: Encodable, Answer: Decodable>(_ node: NodeRecord, _ route: PeerRoute, _ query: Query) async throws -> Answer {
+        var request = HTTPClientRequest(url: "http://\(node.address)\(route.path)")
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
         request.headers.add(name: "Authorization", value: "Bearer \(settings.internalToken)")

@@ -57,10 +57,11 @@ public struct ClusterRedelivery: Sendable {
 
     private func liveSlots() async throws -> [UInt32: UInt64] {
         let etcd = EtcdClient(endpoints: settings.etcd, logger: logger)
-        let (kvs, _) = try await etcd.getPrefix(settings.slotsPrefix)
+        let keys = settings.etcdKeys
+        let (kvs, _) = try await etcd.getPrefix(keys.slots)
         var slots: [UInt32: UInt64] = [:]
         for kv in kvs {
-            if let slot = UInt32(kv.key.dropFirst(settings.slotsPrefix.count)) { slots[slot] = UInt64(kv.createRevision) }
+            if case .slot(let slot) = keys.parse(kv.key) { slots[slot] = UInt64(kv.createRevision) }
         }
         return slots
     }
@@ -73,11 +74,12 @@ public enum ClusterDirectory {
         let (kvs, _) = try await etcd.getPrefix(prefix)
         var slots: [UInt32: UInt64] = [:]
         var nodes: [NodeRecord] = []
+        let keys = EtcdKeys(root: prefix)
         for kv in kvs {
-            if kv.key.hasPrefix(prefix + "slots/"), let slot = UInt32(kv.key.dropFirst(prefix.count + 6)) {
-                slots[slot] = UInt64(kv.createRevision)
-            } else if kv.key.hasPrefix(prefix + "nodes/"), let node = try? JSONDecoder().decode(NodeRecord.self, from: Data(kv.value)) {
-                nodes.append(node)
+            switch keys.parse(kv.key) {
+            case .slot(let slot): slots[slot] = UInt64(kv.createRevision)
+            case .node: if let node = try? JSONDecoder().decode(NodeRecord.self, from: Data(kv.value)) { nodes.append(node) }
+            case .system, .other: break
             }
         }
         return nodes.filter { slots[$0.slot] == $0.epoch }.sorted { $0.slot < $1.slot }

@@ -48,9 +48,8 @@ public struct ClusterSettings: Sendable {
         self.internalToken = internalToken
     }
 
-    var slotsPrefix: String { etcdPrefix + "slots/" }
-    var nodesPrefix: String { etcdPrefix + "nodes/" }
-    var systemsPrefix: String { etcdPrefix + "systems/" }
+    /// Where Herald's keys live in etcd.
+    public var etcdKeys: EtcdKeys { EtcdKeys(root: etcdPrefix) }
 
     var kafkaBase: [String: String] {
         [

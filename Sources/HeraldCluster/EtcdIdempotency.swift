@@ -30,22 +30,22 @@ public final class EtcdIdempotency: Sendable {
     }
 
     private let etcd: EtcdClient
-    private let prefix: String
+    private let keys: EtcdKeys
     private let window: Duration
     private let pendingTimeout: Duration
     private let leases = Mutex<(bucket: Int64, lease: Int64)?>(nil)
 
     /// `pendingTimeout`: how long a repeat waits for a first request still in flight elsewhere.
-    public init(etcd: EtcdClient, prefix: String, window: Duration = .seconds(600), pendingTimeout: Duration) {
+    public init(etcd: EtcdClient, keys: EtcdKeys, window: Duration = .seconds(600), pendingTimeout: Duration) {
         self.etcd = etcd
-        self.prefix = prefix + "idempotency/"
+        self.keys = keys
         self.window = window
         self.pendingTimeout = pendingTimeout
     }
 
     func key(systemId: String, route: String, key: String) -> String {
         let digest = SHA256.hash(data: Data("\(route)\n\(key)".utf8))
-        return prefix + systemId + "/" + digest.map { String(format: "%02x", $0) }.joined()
+        return keys.idempotency(systemId: systemId, digestHex: digest.map { String(format: "%02x", $0) }.joined())
     }
 
     /// The lease of the current minute, granted on first use.

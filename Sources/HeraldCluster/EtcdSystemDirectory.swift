@@ -2,19 +2,19 @@ import Foundation
 import HeraldCore
 import HeraldEtcd
 
-/// Registered systems in etcd (`<prefix>systems/<id>`), known on every node through the
+/// Registered systems in etcd (`EtcdKeys.system`), known on every node through the
 /// membership's watch; a miss is looked up directly.
 public struct EtcdSystemDirectory: SystemDirectory {
     let etcd: EtcdClient
     let membership: ClusterMembership
-    let prefix: String
+    let keys: EtcdKeys
     /// Unknown IDs cost one etcd read each: misses are remembered briefly and reads bounded.
     let lookups: SystemLookupGuard
 
     public func register(_ record: SystemRecord) async throws(HeraldError) {
         do {
             let value = Array(try JSONEncoder().encode(record))
-            let (created, _) = try await etcd.createIfAbsent(prefix + record.systemId, value: value, lease: nil)
+            let (created, _) = try await etcd.createIfAbsent(keys.system(record.systemId), value: value, lease: nil)
             guard created else { throw HeraldError.alreadyRegistered(record.systemId) }
             membership.remember(record)
             lookups.forget(record.systemId)
@@ -31,7 +31,7 @@ public struct EtcdSystemDirectory: SystemDirectory {
         guard lookups.begin() else { throw .unavailable("too many system lookups in flight; retry") }
         defer { lookups.end() }
         do {
-            guard let kv = try await etcd.get(prefix + systemId) else {
+            guard let kv = try await etcd.get(keys.system(systemId)) else {
                 lookups.rememberMissing(systemId)
                 return nil
             }

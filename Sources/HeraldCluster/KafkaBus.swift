@@ -107,6 +107,7 @@ final class FabricConsumer: Sendable {
     private let settings: ClusterSettings
     private let admin: KafkaAdmin
     private let codec: ClientIDCodec
+    private let delivery: Delivery
     private let logger: Logger
     /// The epoch whose partitions are assigned: until then the node must not hand out IDs,
     /// or a message sent to a brand-new client could land before the consumer's start.
@@ -133,30 +134,29 @@ final class FabricConsumer: Sendable {
         epoch != 0 && consumingEpoch.load(ordering: .acquiring) == epoch
     }
 
-    init(settings: ClusterSettings, admin: KafkaAdmin, codec: ClientIDCodec, logger: Logger) {
+    init(settings: ClusterSettings, admin: KafkaAdmin, codec: ClientIDCodec, delivery: Delivery, logger: Logger) {
         self.settings = settings
         self.admin = admin
         self.codec = codec
+        self.delivery = delivery
         self.logger = logger
     }
 
-    /// Consumes for each identity the membership takes, until cancelled.
-    func run(
-        identities: AsyncStream<NodeIdentity>, deliver: @escaping @Sendable (BusMessage) -> Void,
-        onNewEpoch: @escaping @Sendable (NodeIdentity) -> Void
-    ) async {
+    /// Consumes for each identity the membership takes, until cancelled. `onNewEpoch` is called
+    /// when the node had to take a new slot (its clients' IDs then name a dead epoch).
+    func run(identities: AsyncStream<NodeIdentity>, onNewEpoch: @escaping @Sendable (NodeIdentity) -> Void) async {
         var current: Task<Void, Never>?
         for await identity in identities {
             if current != nil { onNewEpoch(identity) }
             current?.cancel()
             await current?.value
-            current = Task { await self.consume(as: identity, deliver: deliver) }
+            current = Task { await self.consume(as: identity) }
         }
         current?.cancel()
         await current?.value
     }
 
-    private func consume(as identity: NodeIdentity, deliver: @escaping @Sendable (BusMessage) -> Void) async {
+    private func consume(as identity: NodeIdentity) async {
         var fromStart = false
         while !Task.isCancelled {
             do {
@@ -175,7 +175,7 @@ final class FabricConsumer: Sendable {
                                 metadata: ["topic": .string(record.topic), "offset": "\(record.offset)"])
                             continue
                         }
-                        deliver(message)
+                        delivery.deliver(message)
                     }
                 } onCancel: {
                     consumer.close()

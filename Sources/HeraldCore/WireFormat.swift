@@ -3,6 +3,16 @@ import Foundation
 /// How a `BusMessage` travels between nodes (a Kafka record's value): versioned JSON.
 /// The client ID travels as its sealed text; the receiving node opens it again.
 public enum WireFormat {
+    /// `target.kind` of an envelope.
+    enum TargetKind: String {
+        case client, group, system
+    }
+
+    /// `body.type` of an envelope.
+    enum BodyType: String {
+        case push, bind, unbind, close, presence
+    }
+
     /// Writes the envelope by hand: a push's `data` goes in as the business system sent it.
     public static func encode(_ message: BusMessage) -> [UInt8] {
         var capacity = 256
@@ -15,36 +25,36 @@ public enum WireFormat {
             w.beginObject()
             switch message.target {
             case .client(_, let raw):
-                w.member("kind", "client")
+                w.member("kind", TargetKind.client.rawValue)
                 w.member("id", raw)
             case .group(let name):
-                w.member("kind", "group")
+                w.member("kind", TargetKind.group.rawValue)
                 w.member("name", name)
             case .system:
-                w.member("kind", "system")
+                w.member("kind", TargetKind.system.rawValue)
             }
             w.endObject()
             w.key("body")
             w.beginObject()
             switch message.body {
             case .push(let push):
-                w.member("type", "push")
+                w.member("type", BodyType.push.rawValue)
                 w.member("sendUserId", push.sendUserId)
                 w.member("code", push.code)
                 w.member("msg", push.msg)
                 w.member("data", push.data)
             case .bind(let group, let userId, let extend):
-                w.member("type", "bind")
+                w.member("type", BodyType.bind.rawValue)
                 w.member("group", group)
                 w.member("userId", userId)
                 w.member("extend", extend)
             case .unbind(let group):
-                w.member("type", "unbind")
+                w.member("type", BodyType.unbind.rawValue)
                 w.member("group", group)
             case .close:
-                w.member("type", "close")
+                w.member("type", BodyType.close.rawValue)
             case .presence(let event, let info):
-                w.member("type", "presence")
+                w.member("type", BodyType.presence.rawValue)
                 w.member("userId", info.userId)
                 w.member("extend", info.extend)
                 w.member("event", event.rawValue)
@@ -62,11 +72,11 @@ public enum WireFormat {
     struct Envelope {
         var messageId: String
         var systemId: String
-        var targetKind: String
+        var targetKind: TargetKind
         var targetId: String?
         var targetName: String?
         var body: JSONObjectView
-        var type: String
+        var type: BodyType
         var acceptedAt: Int64
         var acceptedBy: String
         var redelivered: Bool
@@ -74,8 +84,8 @@ public enum WireFormat {
         init?(_ bytes: [UInt8]) {
             guard let root = JSONObjectView(bytes), root.integer("v") == 1,
                 let messageId = root.string("messageId"), let systemId = root.string("systemId"),
-                let target = root.object("target"), let targetKind = target.string("kind"),
-                let body = root.object("body"), let type = body.string("type")
+                let target = root.object("target"), let targetKind = target.string("kind").flatMap(TargetKind.init),
+                let body = root.object("body"), let type = body.string("type").flatMap(BodyType.init)
             else { return nil }
             self.messageId = messageId
             self.systemId = systemId
@@ -126,48 +136,48 @@ public enum WireFormat {
     public static func inspect(_ bytes: [UInt8]) -> Inspection? {
         guard let envelope = Envelope(bytes) else { return nil }
         let b = envelope.body
-        let isPush = envelope.type == "push"
+        let isPush = envelope.type == .push
         let kind: MessageKind
         let target: String
         switch envelope.targetKind {
-        case "client":
+        case .client:
             target = envelope.targetId ?? ""
-            kind = isPush ? .unicast : (MessageKind(rawValue: envelope.type) ?? .unicast)
-        case "group":
+            kind = isPush ? .unicast : (MessageKind(rawValue: envelope.type.rawValue) ?? .unicast)
+        case .group:
             target = envelope.targetName ?? ""
             kind = isPush ? .group : .presence
-        default:
+        case .system:
             target = "*"
             kind = .system
         }
-        let hasPayload = ["push", "bind", "unbind", "presence"].contains(envelope.type)
+        let hasPayload = envelope.type != .close
         let payload = JSONWriter.object { w in
             switch envelope.type {
-            case "push":
+            case .push:
                 let push = envelope.push
                 w.member("code", push.code)
                 w.member("data", push.data)
                 w.member("msg", push.msg)
                 w.member("sendUserId", push.sendUserId)
-            case "bind":
+            case .bind:
                 w.member("extend", b.string("extend") ?? "")
                 w.member("groupName", b.string("group") ?? "")
                 w.member("userId", b.string("userId") ?? "")
-            case "unbind":
+            case .unbind:
                 w.member("groupName", b.string("group") ?? "")
-            case "presence":
+            case .presence:
                 w.member("clientId", b.string("clientId") ?? "")
                 w.member("code", b.integer("event") ?? 0)
                 w.member("extend", b.string("extend") ?? "")
                 w.member("userId", b.string("userId") ?? "")
-            default:
+            case .close:
                 break
             }
         }
-        let group = envelope.targetKind == "group" ? envelope.targetName : b.string("group")
+        let group = envelope.targetKind == .group ? envelope.targetName : b.string("group")
         return Inspection(
             messageId: envelope.messageId, systemId: envelope.systemId, kind: kind, target: target, groupName: group,
-            clientId: envelope.targetKind == "client" ? envelope.targetId : nil,
+            clientId: envelope.targetKind == .client ? envelope.targetId : nil,
             payload: hasPayload ? RawJSON(trusted: payload) : .jsonNull,
             acceptedAt: envelope.acceptedAt, acceptedBy: envelope.acceptedBy, redelivered: envelope.redelivered)
     }
@@ -178,36 +188,32 @@ public enum WireFormat {
         guard let envelope = Envelope(bytes) else { return nil }
         let target: MessageTarget
         switch envelope.targetKind {
-        case "client":
+        case .client:
             guard let raw = envelope.targetId, let id = try? codec.open(raw) else { return nil }
             target = .client(id, raw: raw)
-        case "group":
+        case .group:
             guard let name = envelope.targetName else { return nil }
             target = .group(name)
-        case "system":
+        case .system:
             target = .system
-        default:
-            return nil
         }
         let b = envelope.body
         let body: MessageBody
         switch envelope.type {
-        case "push":
+        case .push:
             body = .push(envelope.push)
-        case "bind":
+        case .bind:
             guard let group = b.string("group") else { return nil }
             body = .bind(group: group, userId: b.string("userId") ?? "", extend: b.string("extend") ?? "")
-        case "unbind":
+        case .unbind:
             guard let group = b.string("group") else { return nil }
             body = .unbind(group: group)
-        case "close":
+        case .close:
             body = .close
-        case "presence":
+        case .presence:
             guard let event = b.integer("event").flatMap({ PresenceEvent(rawValue: Int($0)) }), let clientId = b.string("clientId")
             else { return nil }
             body = .presence(event, PresenceInfo(clientId: clientId, userId: b.string("userId") ?? "", extend: b.string("extend") ?? ""))
-        default:
-            return nil
         }
         return BusMessage(
             messageId: envelope.messageId, systemId: envelope.systemId, target: target, body: body,

@@ -109,7 +109,7 @@ struct APIController: Sendable {
             // unknown outcome (5031) is, so the retry it invites cannot send twice. In a cluster
             // the record is shared through etcd, so a retry through another node finds it too;
             // this node's cache only joins concurrent repeats that reach the same node.
-            let shared = self.node.cluster?.idempotency
+            let shared = self.node.fabric.sharedIdempotency
             let outcome = await self.node.idempotency.answer(
                 for: "\(systemId)\n\(path)\n\(key)", fingerprint: fingerprint, keep: { $0.status < 500 || $0.code == 5031 }
             ) {
@@ -157,7 +157,7 @@ struct APIController: Sendable {
         guard SystemIDRule.isValid(systemId) else {
             throw HeraldError.invalidField("SystemId", "header must be \(SystemIDRule.description)")
         }
-        guard let system = try await node.systems.lookup(systemId) else { throw HeraldError.unknownSystem(systemId) }
+        guard let system = try await node.fabric.systems.lookup(systemId) else { throw HeraldError.unknownSystem(systemId) }
         guard system.accepts(secret: request.bearerToken) else {
             throw HeraldError.unauthorized("missing or wrong secret for system \(systemId): send Authorization: Bearer <secret>")
         }
@@ -187,7 +187,7 @@ struct APIController: Sendable {
             }
         }
         let record = SystemRecord(systemId: systemId, secret: body.secret, clientAuth: clientAuth, sealer: node.router.codec)
-        try await node.systems.register(record)
+        try await node.fabric.systems.register(record)
         node.logger.info("system registered", metadata: ["system": .string(systemId), "clientAuth": "\(record.clientAuth)"])
         return APIAnswer.success.response
     }

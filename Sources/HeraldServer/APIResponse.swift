@@ -61,17 +61,16 @@ struct APIErrorMiddleware: RouterMiddleware {
         } catch let error as HTTPError where error.status == .notFound {
             let methods = routes.methods(for: request.uri.path)
             guard !methods.isEmpty, !methods.contains(request.method.rawValue) else {
-                return APIAnswer.failure(HeraldError(code: 4004, status: 404, message: "no route \(request.uri.path)")).response
+                return APIAnswer.failure(HeraldError(.noRoute, message: "no route \(request.uri.path)")).response
             }
             let allow = Set(methods).sorted().joined(separator: ", ")
             var response = APIAnswer.failure(
-                HeraldError(code: 4050, status: 405, message: "\(request.method) not allowed on \(request.uri.path): use \(allow)")
+                HeraldError(.methodNotAllowed, message: "\(request.method) not allowed on \(request.uri.path): use \(allow)")
             ).response
             response.headers[.allow] = allow
             return response
         } catch let error as HTTPError {
-            let status = error.status.code
-            return APIAnswer.failure(HeraldError(code: status * 10, status: status, message: error.body ?? "\(error.status)")).response
+            return APIAnswer.failure(HeraldError(httpStatus: error.status.code, message: error.body ?? "\(error.status)")).response
         }
     }
 }

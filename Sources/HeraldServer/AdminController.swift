@@ -14,7 +14,7 @@ struct AdminController: Sendable {
             node.isReady
                 ? APIAnswer.success(["ready": true]).response
                 : APIAnswer.failure(
-                    HeraldError(code: 5030, status: 503, message: "not ready: \(node.notReadyReason ?? "starting")")
+                    HeraldError(.unavailable, message: "not ready: \(node.notReadyReason ?? "starting")")
                 ).response
         }
         // HEAD too: load balancers often probe with it (the server sends the headers only).
@@ -25,26 +25,18 @@ struct AdminController: Sendable {
         router.get("metrics") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(string: node.metrics.exposition() + HeraldMetrics.coreCounters(node.delivery))))
+                body: .init(byteBuffer: ByteBuffer(string: node.metrics.exposition() + HeraldMetrics.coreCounters(node.fabric.delivery))))
         }
         let admin = router.group("admin")
         admin.get("nodes") { request, _ in
             try authorize(request)
-            guard let cluster = node.cluster else {
-                return APIAnswer.success([NodeInfo(identity: node.membership.local, connections: node.registry.count)]).response
-            }
-            let nodes = cluster.membership.liveNodes.map {
-                NodeInfo(
-                    identity: NodeIdentity(nodeId: $0.nodeId, address: $0.address, slot: $0.slot, epoch: $0.epoch, startedAt: $0.startedAt),
-                    connections: $0.nodeId == node.membership.local.nodeId ? node.registry.count : $0.connections)
-            }
-            return APIAnswer.success(nodes).response
+            return APIAnswer.success(node.fabric.liveNodes(localConnections: node.registry.count)).response
         }
         admin.get("replay") { request, _ in
             try authorize(request)
             let filter = try ReplayFilter.parse(Self.options(request))
             var body = ByteBuffer()
-            for line in try await node.replayLines(filter) {
+            for line in try await node.fabric.replayLines(filter) {
                 body.writeString(line.json)
                 body.writeString("\n")
             }
@@ -61,9 +53,9 @@ struct AdminController: Sendable {
             let messageId = try context.parameters.require("messageId")
             let found: [TraceStep]?
             do {
-                found = try await node.trace.steps(for: messageId)
+                found = try await node.fabric.trace.steps(for: messageId)
             } catch {
-                throw HeraldError(code: 5030, status: 503, message: "cannot read the trace from Kafka: \(error)")
+                throw HeraldError(.unavailable, message: "cannot read the trace from Kafka: \(error)")
             }
             guard let steps = found else { throw HeraldError.unknownMessage }
             return APIAnswer.success(MessageTrace(messageId: messageId, steps: steps)).response
@@ -90,35 +82,11 @@ struct AdminController: Sendable {
 }
 
 extension HeraldNodeServices {
-    /// What the fabric carried: Kafka's topics in a cluster, the journal on a standalone node.
-    func replayLines(_ filter: ReplayFilter) async throws -> [ReplayLine] {
-        if let cluster {
-            do {
-                return try await cluster.replay.matches(filter).map(\.line)
-            } catch {
-                throw HeraldError.unavailable("cannot read Kafka: \(error)")
-            }
-        }
-        return journal?.records(matching: filter).map(ReplayLine.init) ?? []
-    }
-
     /// Sends the matching messages again to targets online now; answers (sent, skipped).
     func redeliver(_ filter: ReplayFilter) async throws -> (Int, Int) {
-        let messages: [BusMessage]
-        if let cluster {
-            do {
-                messages = try await cluster.replay.matches(filter).compactMap {
-                    WireFormat.decode($0.record.value, codec: router.codec)
-                }
-            } catch {
-                throw HeraldError.unavailable("cannot read Kafka: \(error)")
-            }
-        } else {
-            messages = journal?.records(matching: filter).map(\.message) ?? []
-        }
         var sent = 0
         var skipped = 0
-        for message in messages {
+        for message in try await fabric.replayMessages(filter, codec: router.codec) {
             // Earlier redeliveries are not sent again; they count as skipped, as in `herald replay`.
             if !message.redelivered, try await router.redeliver(message) { sent += 1 } else { skipped += 1 }
         }

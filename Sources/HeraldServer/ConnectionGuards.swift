@@ -327,10 +327,7 @@ final class HTTPDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
 }
 
 extension HeraldError {
-    public static let originNotAllowed = HeraldError(
-        code: 4031, status: 403, message: "this Origin is not allowed (see --allowed-origins and --api-allowed-origins)")
-    public static let tooManyFromAddress = HeraldError(
-        code: 4290, status: 429, message: "too many open connections from this address (--max-connections-per-ip)")
-    public static let overloaded = HeraldError(
-        code: 5030, status: 503, message: "the node is at its connection limit; try again later or another node")
+    public static let originNotAllowed = HeraldError(.originNotAllowed, message: "this Origin is not allowed (see --allowed-origins and --api-allowed-origins)")
+    public static let tooManyFromAddress = HeraldError(.rateLimited, message: "too many open connections from this address (--max-connections-per-ip)")
+    public static let overloaded = HeraldError(.unavailable, message: "the node is at its connection limit; try again later or another node")
 }

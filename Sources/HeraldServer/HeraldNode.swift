@@ -51,12 +51,10 @@ public struct HeraldNode: Sendable {
             logger: logger)
         // Services shut down in reverse order: the drain runs first, while the server still
         // writes; then the cluster fabric gives its slot back; then the server stops.
-        var lifecycle: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: app)]
-        if let cluster = services.cluster {
-            lifecycle.append(.init(service: ClusterService(fabric: cluster, node: services)))
-        }
-        lifecycle.append(.init(service: WebSocketKeeper(node: services)))
-        lifecycle.append(.init(service: ConnectionDrain(node: services)))
+        let lifecycle: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: app), .init(service: FabricService(fabric: services.fabric)),
+            .init(service: WebSocketKeeper(node: services)), .init(service: ConnectionDrain(node: services)),
+        ]
         let group = ServiceGroup(
             configuration: .init(
                 services: lifecycle,
@@ -86,26 +84,12 @@ struct ConnectionDrain: Service {
     }
 }
 
-/// Runs the cluster fabric (membership, consumption, probes) until shutdown.
-struct ClusterService: Service {
-    let fabric: ClusterFabric
-    let node: HeraldNodeServices
+/// Runs the fabric's own work (membership, consumption, probes) until shutdown.
+struct FabricService: Service {
+    let fabric: any NodeFabric
 
     func run() async throws {
-        let registry = node.registry
-        let delivery = node.delivery
-        let logger = node.logger
-        await cancelWhenGracefulShutdown {
-            await fabric.run(
-                connections: { registry.count },
-                deliver: { delivery.deliver($0) },
-                onNewEpoch: { identity in
-                    // IDs of the clients here name the old epoch: they must reconnect for new ones.
-                    let sinks = registry.allSinks()
-                    logger.warning("took a new slot; closing local clients", metadata: ["slot": "\(identity.slot)", "clients": "\(sinks.count)"])
-                    for sink in sinks { sink.close(code: 1012, reason: "node re-joined the cluster; reconnect") }
-                })
-        }
+        await cancelWhenGracefulShutdown { await fabric.run() }
     }
 }
 
@@ -116,7 +100,7 @@ struct MethodGuard: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         if request.uri.path.hasPrefix("/api/"), request.method != .post {
             var response = APIAnswer.failure(
-                HeraldError(code: 4050, status: 405, message: "\(request.method) not allowed: /api routes take POST")
+                HeraldError(.methodNotAllowed, message: "\(request.method) not allowed: /api routes take POST")
             ).response
             response.headers[.allow] = "POST"
             return response

@@ -6,20 +6,14 @@ import Hummingbird
 import Logging
 import Synchronization
 
-/// The parts of one node that routes share: domain objects, limits, metrics.
+/// The parts of one node that routes share: the fabric, the registry, limits, metrics.
 final class HeraldNodeServices: Sendable {
     let configuration: HeraldConfiguration
     let logger: Logger
     let registry: ConnectionRegistry
-    let membership: any Membership
+    /// Standalone or cluster: the one place that differs.
+    let fabric: any NodeFabric
     let router: MessageRouter
-    let delivery: Delivery
-    let trace: any TraceRecorder
-    let systems: any SystemDirectory
-    /// The standalone node's journal; a cluster replays from Kafka instead.
-    let journal: MessageJournal?
-    /// Set in cluster mode.
-    let cluster: ClusterFabric?
     let tokens: TokenVerifier
     let rateLimiter: RateLimiter
     let idempotency = IdempotencyCache<APIAnswer>(weight: { $0.body.count })
@@ -34,61 +28,39 @@ final class HeraldNodeServices: Sendable {
         self.configuration = configuration
         self.logger = logger
         let registry = ConnectionRegistry()
-        let trace: any TraceRecorder
-        let membership: any Membership
-        let bus: any Bus
-        let delivery: Delivery
-        let presence: any PresenceDirectory
-        if configuration.isCluster {
-            let cluster = try ClusterFabric(settings: configuration.clusterSettings, codec: codec, logger: logger)
-            trace = cluster.trace
-            membership = cluster.membership
-            delivery = Delivery(registry: registry, membership: membership, trace: trace, presence: configuration.groupPresence)
-            bus = cluster.bus
-            presence = cluster.presence(local: LocalPresence(registry: registry, membership: membership))
-            self.cluster = cluster
-            self.systems = cluster.systems
-            self.journal = nil
-        } else {
-            trace = InMemoryTrace(capacity: configuration.traceCapacity)
-            let nodeId = configuration.nodeId ?? "standalone-\(configuration.advertisedAddress)"
-            membership = StandaloneMembership(nodeId: nodeId, address: configuration.advertisedAddress)
-            let journal = MessageJournal(capacity: configuration.journalCapacity)
-            delivery = Delivery(registry: registry, membership: membership, trace: trace, presence: configuration.groupPresence)
-            bus = LocalBus(journal: journal, delivery: delivery, slot: membership.local.slot)
-            presence = LocalPresence(registry: registry, membership: membership)
-            self.cluster = nil
-            self.systems = InMemorySystemDirectory()
-            self.journal = journal
-        }
-        delivery.announce(through: bus)
+        let fabric: any NodeFabric =
+            configuration.isCluster
+            ? ClusterNodeFabric(
+                cluster: try ClusterFabric(
+                    settings: configuration.clusterSettings, codec: codec, registry: registry,
+                    groupPresence: configuration.groupPresence, logger: logger))
+            : StandaloneFabric(configuration: configuration, registry: registry)
         self.registry = registry
-        self.membership = membership
-        self.trace = trace
-        self.delivery = delivery
+        self.fabric = fabric
         self.router = MessageRouter(
-            codec: codec, membership: membership, bus: bus, registry: registry, trace: trace, presence: presence)
+            codec: codec, membership: fabric.membership, bus: fabric.bus, registry: registry, trace: fabric.trace,
+            presence: fabric.presence)
         self.tokens = TokenVerifier(codec: codec)
         self.rateLimiter = RateLimiter(perSecond: configuration.rateLimit)
         self.adminTokenDigest = configuration.adminToken.flatMap { $0.isEmpty ? nil : SHA256.hash(data: Data($0.utf8)) }
     }
 
+    var membership: any Membership { fabric.membership }
+
     var isDraining: Bool { draining.load(ordering: .relaxed) }
 
     func startDraining() { draining.store(true, ordering: .relaxed) }
 
-    var isReady: Bool { !isDraining && (cluster?.isReady ?? membership.isReady) }
+    var isReady: Bool { notReadyReason == nil }
 
     /// Why the node is not ready, if it is not.
     var notReadyReason: String? {
         if isDraining { return "shutting down" }
-        return cluster?.problem
+        return fabric.problem
     }
 
     /// Whether the node can take clients: it holds a slot to address them by.
-    var holdsSlot: Bool {
-        cluster?.acceptsClients ?? membership.holds(slot: membership.local.slot, epoch: membership.local.epoch)
-    }
+    var holdsSlot: Bool { fabric.acceptsClients }
 
     /// Whether the request carries the admin token. Compared as digests, in constant time.
     func isAdmin(_ request: Request) -> Bool {

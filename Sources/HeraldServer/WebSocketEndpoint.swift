@@ -35,7 +35,7 @@ struct WebSocketEndpoint: Sendable {
         }
         let found: SystemRecord?
         do {
-            found = try await node.systems.lookup(systemId)
+            found = try await node.fabric.systems.lookup(systemId)
         } catch {
             // The directory could not be read (etcd away): a reason to try again, not "unknown".
             return .tryAgain("the system directory is unavailable; try again later")

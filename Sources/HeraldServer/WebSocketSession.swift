@@ -130,7 +130,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
         guard registered else { return }
         registered = false
         for change in node.registry.remove(serial: serial) {
-            node.delivery.announce(.left, change)
+            node.fabric.delivery.announce(.left, change)
         }
         node.metrics.connections.decrement()
     }
@@ -212,7 +212,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
             pendingTextPong = true
             flushPongs(context: context)
         } else if let ack = Self.ack(in: buffer), recentPushes.contains(ack) {
-            node.trace.record(ack, TraceStep(.acked, node: node.membership.local.nodeId, clientId: clientId))
+            node.fabric.trace.record(ack, TraceStep(.acked, node: node.membership.local.nodeId, clientId: clientId))
         }
     }
 

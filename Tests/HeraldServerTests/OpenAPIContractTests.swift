@@ -219,15 +219,15 @@ struct CodeCatalogue {
         var files = [packageRoot.appendingPathComponent("Sources/HeraldCore/HeraldError.swift")]
         files += try FileManager.default.contentsOfDirectory(at: server, includingPropertiesForKeys: nil)
             .filter { $0.pathExtension == "swift" }
-        let errorPattern = try Regex(#"code: (-?\d+), status: (\d+)"#)
+        // ErrorCode's cases: `case name = 4130`; the status is the code's first three digits
+        // (4004, no such route, is 404: ErrorCode.status says so too).
+        let errorPattern = try Regex(#"case \w+ = (\d{4})\b"#)
         let framePattern = try Regex(#"\.refused\(code: (-?\d+)"#)
         for file in files {
             let text = try String(contentsOf: file, encoding: .utf8)
-            for match in text.matches(of: errorPattern) {
-                guard let code = match.output[1].substring.flatMap({ Int($0) }),
-                    let status = match.output[2].substring.flatMap({ Int($0) })
-                else { continue }
-                catalogue.httpErrors[code] = status
+            for match in text.matches(of: errorPattern) where file.lastPathComponent == "HeraldError.swift" {
+                guard let code = match.output[1].substring.flatMap({ Int($0) }) else { continue }
+                catalogue.httpErrors[code] = code == 4004 ? 404 : code / 10
             }
             for match in text.matches(of: framePattern) {
                 if let code = match.output[1].substring.flatMap({ Int($0) }) { catalogue.frameCodes.insert(code) }

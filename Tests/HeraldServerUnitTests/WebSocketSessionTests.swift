@@ -123,8 +123,8 @@ struct WebSocketSessionTests {
         channel.embeddedEventLoop.run()
         try channel.writeInbound(Self.clientFrame(.text, #"{"ack":"pushed"}"#))
         try channel.writeInbound(Self.clientFrame(.text, #"{"ack":"forged"}"#))
-        #expect(try await node.trace.steps(for: "pushed")?.contains { $0.step == .acked } == true)
-        #expect(try await node.trace.steps(for: "forged") == nil)
+        #expect(try await node.fabric.trace.steps(for: "pushed")?.contains { $0.step == .acked } == true)
+        #expect(try await node.fabric.trace.steps(for: "forged") == nil)
         _ = try? channel.finish()
     }
 }

@@ -1,0 +1,40 @@
+/// Herald's keys in etcd, all under one root (`--etcd-prefix`, `/herald/` by default):
+///
+/// - `<root>slots/<n>`: slot n is held; its create revision is the holder's epoch (leased);
+/// - `<root>nodes/<nodeId>`: a live node's record (JSON `NodeRecord`, leased);
+/// - `<root>systems/<systemId>`: a registered system (JSON `SystemRecord`, no lease);
+/// - `<root>idempotency/<systemId>/<sha256 of route and key>`: a shared Idempotency-Key record.
+///
+/// Nothing else writes or parses these names.
+public struct EtcdKeys: Sendable, Hashable {
+    public let root: String
+
+    public init(root: String) {
+        self.root = root
+    }
+
+    /// What a key under the root names.
+    public enum Parsed: Equatable {
+        case slot(UInt32)
+        case node(String)
+        case system(String)
+        case other
+    }
+
+    var slots: String { root + "slots/" }
+    var nodes: String { root + "nodes/" }
+    var systems: String { root + "systems/" }
+    var idempotency: String { root + "idempotency/" }
+
+    func slot(_ slot: UInt32) -> String { slots + String(slot) }
+    func node(_ nodeId: String) -> String { nodes + nodeId }
+    func system(_ systemId: String) -> String { systems + systemId }
+    func idempotency(systemId: String, digestHex: String) -> String { idempotency + systemId + "/" + digestHex }
+
+    public func parse(_ key: String) -> Parsed {
+        if key.hasPrefix(slots), let slot = UInt32(key.dropFirst(slots.count)) { return .slot(slot) }
+        if key.hasPrefix(nodes) { return .node(String(key.dropFirst(nodes.count))) }
+        if key.hasPrefix(systems) { return .system(String(key.dropFirst(systems.count))) }
+        return .other
+    }
+}
