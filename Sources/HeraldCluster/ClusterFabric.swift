@@ -49,6 +49,9 @@ public final class ClusterFabric: Sendable {
         producerConfig["linger.ms"] = "1"
         producerConfig["queue.buffering.max.messages"] = "100000"
         producerConfig["message.max.bytes"] = String(settings.maxRecordBytes)
+        // A send to a topic the broker lost fails (5030) instead of creating the topic with the
+        // broker's default layout; the Kafka probe creates it again as configured.
+        producerConfig["allow.auto.create.topics"] = "false"
         // Retries inside librdkafka never duplicate or reorder a record (the broker dedupes by
         // producer id and sequence); an outcome that stays unknown is answered 5031.
         producerConfig["enable.idempotence"] = settings.idempotentProducer ? "true" : "false"
@@ -132,6 +135,11 @@ public final class ClusterFabric: Sendable {
                 }
             }
             group.addTask { await self.probeKafka() }
+            group.addTask {
+                for await _ in self.membership.logGenerations {
+                    self.consumer.restartFromStart()
+                }
+            }
             group.addTask { await self.trace.run() }
             await group.waitForAll()
         }
@@ -186,12 +194,16 @@ public final class ClusterFabric: Sendable {
 
     /// A broker that came back empty (a wiped or replaced Kafka, Tansu's memory storage after
     /// a restart) has lost Herald's topics: the node turns unready naming them, creates them
-    /// again, and reads every partition from the start of the new log (all of it written
-    /// since). A topic re-created before this probe saw it gone is caught by the consumer
-    /// instead: a fetch past a partition's end is out of range, and the consumer starts that
-    /// partition again from its earliest offset (`auto.offset.reset`). ListOffsets is not used
-    /// to tell: Tansu answers it below the true end.
+    /// again, and announces a new generation of the log in etcd. Every node, on seeing it,
+    /// reads every partition from the start of the new log (all of it written since), exactly
+    /// once per loss: nodes whose probes saw the same loss announce it once between them.
+    /// (Nodes never create topics by producing or fetching: `allow.auto.create.topics` is off,
+    /// so a missing topic stays missing until a probe sees it.) A fetch past a partition's end
+    /// on a broker that answers it out of range is caught by the consumer too
+    /// (`auto.offset.reset`); Tansu answers such fetches with nothing, and ListOffsets is not
+    /// used to tell: Tansu answers it below the true end.
     private func checkTopics() async {
+        let generation = membership.logGeneration
         var missing: [String] = []
         for topic in [settings.unicastTopic, settings.broadcastTopic, settings.eventsTopic] {
             do {
@@ -212,6 +224,7 @@ public final class ClusterFabric: Sendable {
         }
         if previous != problem { logger.error("\(problem)") }
         await ensureTopics()
-        consumer.restartFromStart()
+        // Without etcd the other nodes cannot be told; this one at least reads the new log.
+        if await !membership.announceNewLog(after: generation) { consumer.restartFromStart() }
     }
 }

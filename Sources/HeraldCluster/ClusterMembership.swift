@@ -32,6 +32,8 @@ public final class ClusterMembership: Membership {
         /// send time plus the TTL etcd granted, minus a margin. Past it, etcd may have given
         /// the slot to another node, so this one admits no clients and takes no sends for it.
         var leaseProvenUntil: ContinuousClock.Instant?
+        /// The mod revision of `EtcdKeys.logGeneration` (0 while it was never written).
+        var logGeneration: Int64 = 0
     }
 
     private let settings: ClusterSettings
@@ -43,6 +45,10 @@ public final class ClusterMembership: Membership {
     private let changes: AsyncStream<NodeIdentity>.Continuation
     /// Every identity this node takes: the first claim, and each re-claim after a lost lease.
     public let identityChanges: AsyncStream<NodeIdentity>
+    private let newGenerations: AsyncStream<Int64>.Continuation
+    /// Each new generation of the Kafka log some node announced after it was seen while this
+    /// node watched: the broker lost its log, and what it holds now was all written since.
+    public let logGenerations: AsyncStream<Int64>
 
     init(settings: ClusterSettings, etcd: EtcdClient, admin: KafkaAdmin, logger: Logger) {
         self.settings = settings
@@ -50,6 +56,24 @@ public final class ClusterMembership: Membership {
         self.admin = admin
         self.logger = logger
         (identityChanges, changes) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(4))
+        (logGenerations, newGenerations) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// The generation of the Kafka log in this node's view; pass it to `announceNewLog`.
+    public var logGeneration: Int64 { state.withLock { $0.logGeneration } }
+
+    /// Tells every node (this one included, through the watch) that the broker lost its log,
+    /// unless another node already did since `seen`: of the nodes that saw the same loss,
+    /// one announces it. False when etcd could not be asked.
+    public func announceNewLog(after seen: Int64) async -> Bool {
+        do {
+            let value = Array("\(settings.nodeId) \(Clock.nowMillis())".utf8)
+            _ = try await etcd.put(settings.etcdKeys.logGeneration, value: value, ifModRevision: seen)
+            return true
+        } catch {
+            logger.error("cannot announce the broker's new log in etcd", metadata: ["error": "\(error)"])
+            return false
+        }
     }
 
     // MARK: Membership
@@ -241,7 +265,12 @@ public final class ClusterMembership: Membership {
         while !Task.isCancelled {
             do {
                 for try await event in etcd.watchPrefix(settings.etcdPrefix, startRevision: next) {
-                    state.withLock { apply(event.kv, deleted: event.kind == .delete, to: &$0) }
+                    let generation = state.withLock { state -> Int64? in
+                        let before = state.logGeneration
+                        apply(event.kv, deleted: event.kind == .delete, to: &state)
+                        return state.logGeneration > before ? state.logGeneration : nil
+                    }
+                    if let generation { newGenerations.yield(generation) }
                     next = max(next, event.kv.modRevision + 1, event.revision + 1)
                 }
             } catch {
@@ -252,11 +281,14 @@ public final class ClusterMembership: Membership {
             guard !Task.isCancelled else { return }
             do {
                 let (kvs, revision) = try await etcd.getPrefix(settings.etcdPrefix)
-                state.withLock { state in
+                let generation = state.withLock { state -> Int64? in
+                    let before = state.logGeneration
                     state.slots = [:]
                     state.nodes = [:]
                     for kv in kvs { apply(kv, deleted: false, to: &state) }
+                    return state.logGeneration > before ? state.logGeneration : nil
                 }
+                if let generation { newGenerations.yield(generation) }
                 next = revision + 1
                 markReachable(true)
             } catch {
@@ -293,6 +325,8 @@ public final class ClusterMembership: Membership {
             state.nodes[nodeId] = deleted ? nil : try? JSONDecoder().decode(NodeRecord.self, from: Data(kv.value))
         case .system(let systemId):
             state.systems[systemId] = deleted ? nil : try? JSONDecoder().decode(SystemRecord.self, from: Data(kv.value))
+        case .logGeneration:
+            if !deleted { state.logGeneration = max(state.logGeneration, kv.modRevision) }
         case .other:
             break
         }

@@ -24,6 +24,7 @@ public struct ClusterRedelivery: Sendable {
         var config = settings.kafkaBase
         config["acks"] = "all"
         config["message.timeout.ms"] = "10000"
+        config["allow.auto.create.topics"] = "false"
         let producer = try KafkaProducer(config: config, logger: logger)
         let bus = KafkaBus(producer: producer, settings: settings)
         var sent = 0
@@ -79,7 +80,7 @@ public enum ClusterDirectory {
             switch keys.parse(kv.key) {
             case .slot(let slot): slots[slot] = UInt64(kv.createRevision)
             case .node: if let node = try? JSONDecoder().decode(NodeRecord.self, from: Data(kv.value)) { nodes.append(node) }
-            case .system, .other: break
+            case .system, .logGeneration, .other: break
             }
         }
         return nodes.filter { slots[$0.slot] == $0.epoch }.sorted { $0.slot < $1.slot }

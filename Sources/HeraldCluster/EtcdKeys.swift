@@ -3,7 +3,9 @@
 /// - `<root>slots/<n>`: slot n is held; its create revision is the holder's epoch (leased);
 /// - `<root>nodes/<nodeId>`: a live node's record (JSON `NodeRecord`, leased);
 /// - `<root>systems/<systemId>`: a registered system (JSON `SystemRecord`, no lease);
-/// - `<root>idempotency/<systemId>/<sha256 of route and key>`: a shared Idempotency-Key record.
+/// - `<root>idempotency/<systemId>/<sha256 of route and key>`: a shared Idempotency-Key record;
+/// - `<root>log-generation`: written once each time a node finds Herald's topics gone from the
+///   broker (and creates them again); its mod revision is the generation of the Kafka log.
 ///
 /// Nothing else writes or parses these names.
 public struct EtcdKeys: Sendable, Hashable {
@@ -18,6 +20,7 @@ public struct EtcdKeys: Sendable, Hashable {
         case slot(UInt32)
         case node(String)
         case system(String)
+        case logGeneration
         case other
     }
 
@@ -25,6 +28,7 @@ public struct EtcdKeys: Sendable, Hashable {
     var nodes: String { root + "nodes/" }
     var systems: String { root + "systems/" }
     var idempotency: String { root + "idempotency/" }
+    var logGeneration: String { root + "log-generation" }
 
     func slot(_ slot: UInt32) -> String { slots + String(slot) }
     func node(_ nodeId: String) -> String { nodes + nodeId }
@@ -35,6 +39,7 @@ public struct EtcdKeys: Sendable, Hashable {
         if key.hasPrefix(slots), let slot = UInt32(key.dropFirst(slots.count)) { return .slot(slot) }
         if key.hasPrefix(nodes) { return .node(String(key.dropFirst(nodes.count))) }
         if key.hasPrefix(systems) { return .system(String(key.dropFirst(systems.count))) }
+        if key == logGeneration { return .logGeneration }
         return .other
     }
 }

@@ -166,6 +166,19 @@ public struct EtcdClient: Sendable {
         return (created, kv)
     }
 
+    /// Puts `key` only if its mod_revision still equals `modRevision` (0: the key does not exist),
+    /// so of several writers that saw the same value, exactly one succeeds.
+    public func put(_ key: String, value: [UInt8], ifModRevision modRevision: Int64) async throws -> Bool {
+        let encodedKey = Base64.encode(key)
+        let request = WireTxnRequest(
+            compare: [WireCompare(key: encodedKey, target: "MOD", result: "EQUAL", mod_revision: String(modRevision))],
+            success: [WireRequestOp(request_put: WirePutRequest(key: encodedKey, value: Base64.encode(value), lease: nil))],
+            failure: []
+        )
+        let answer = try await call("/v3/kv/txn", request, as: WireTxnResponse.self)
+        return answer.succeeded ?? false
+    }
+
     /// Deletes `key` only if its create_revision still equals `createRevision` (so you never delete someone else's claim).
     public func deleteIfCreateRevision(_ key: String, equals createRevision: Int64) async throws -> Bool {
         let encodedKey = Base64.encode(key)

@@ -182,6 +182,7 @@ struct WireCompare: Encodable, Sendable {
     var target: String
     var result: String
     var create_revision: String?
+    var mod_revision: String?
 }
 
 struct WireRequestOp: Encodable, Sendable {
