@@ -30,7 +30,7 @@ struct MarkdownReport {
         if !report.failures.isEmpty {
             md += "**Harness failures:**\n\n" + report.failures.map { "- \($0)\n" }.joined() + "\n"
         }
-        md += targets() + connections() + fanout() + unicast() + ratios() + settings()
+        md += targets() + connections() + fanout() + unicast() + cpuPerMessage() + ratios() + settings()
         return md
     }
 
@@ -126,6 +126,49 @@ struct MarkdownReport {
             }
         }
         return md + notes(runs) + "\n"
+    }
+
+    /// CPU per unit of work, split by side: per connect, per fan-out delivery, per unicast
+    /// message; Herald's server cost over Nchan's at the same offered rate where both ran it.
+    private func cpuPerMessage() -> String {
+        func micros(_ cores: Double, per rate: Double) -> String {
+            rate > 0 ? String(format: "%.1f µs", cores / rate * 1_000_000) : "–"
+        }
+        var md = "## CPU per message\n\n"
+        md += "CPU time per unit of work at each step (cores divided by the rate actually achieved).\n\n"
+        md += "| scenario | server | step | unit | server | infra | load-gen | server / Nchan's |\n|---|---|---|---|---|---|---|---|\n"
+        for run in runs("connections") {
+            guard let c = run.connections, c.connectRate > 0 else { continue }
+            md += "| connections | \(Format.label(run.target)) | \(c.connected) clients | connect "
+            md += "| \(micros(c.cpu.serverCores, per: c.connectRate)) | \(micros(c.cpu.infraCores, per: c.connectRate)) "
+            md += "| \(micros(c.cpu.loadgenCores, per: c.connectRate)) | \(serverRatio("connections", run.target) { r in r.connections.map { $0.cpu.serverCores / max($0.connectRate, 1) } }) |\n"
+        }
+        for run in runs("fanout") {
+            for s in run.fanout?.steps ?? [] where s.deliveriesPerSecond > 0 {
+                md += "| fan-out | \(Format.label(run.target)) | \(Format.count(s.rate)) msg/s | delivery "
+                md += "| \(micros(s.cpu.serverCores, per: s.deliveriesPerSecond)) | \(micros(s.cpu.infraCores, per: s.deliveriesPerSecond)) "
+                md += "| \(micros(s.cpu.loadgenCores, per: s.deliveriesPerSecond)) "
+                md += "| \(serverRatio("fanout", run.target) { r in r.fanout?.steps.first { $0.rate == s.rate }.map { $0.cpu.serverCores / max($0.deliveriesPerSecond, 1) } }) |\n"
+            }
+        }
+        for run in runs("unicast") {
+            for s in run.unicast?.steps ?? [] where s.sendRate > 0 {
+                md += "| unicast | \(Format.label(run.target)) | \(Format.count(s.rate))/s | message "
+                md += "| \(micros(s.cpu.serverCores, per: s.sendRate)) | \(micros(s.cpu.infraCores, per: s.sendRate)) "
+                md += "| \(micros(s.cpu.loadgenCores, per: s.sendRate)) "
+                md += "| \(serverRatio("unicast", run.target) { r in r.unicast?.steps.first { $0.rate == s.rate }.map { $0.cpu.serverCores / max($0.sendRate, 1) } }) |\n"
+            }
+        }
+        return md + "\n"
+    }
+
+    /// This run's server CPU per unit over Nchan's, from `cost` of each run; "–" for Nchan itself
+    /// or where Nchan has no such step.
+    private func serverRatio(_ scenario: String, _ target: String, _ cost: (ScenarioRun) -> Double?) -> String {
+        guard target != Report.nchan, let mine = runs(scenario).first(where: { $0.target == target }).flatMap(cost),
+            let nchan = runs(scenario).first(where: { $0.target == Report.nchan }).flatMap(cost), nchan > 0
+        else { return "–" }
+        return Format.ratio(mine / nchan)
     }
 
     /// The cells a fan-out step and a unicast step share: latency, answers, losses, CPU, bottleneck.

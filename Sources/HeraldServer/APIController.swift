@@ -15,7 +15,7 @@ struct APIController: Sendable {
             let clientId = try required(body.clientId, "clientId")
             let messageId = try await self.node.router.sendToClient(
                 systemId: systemId, clientId: clientId, payload: body.send.payload)
-            return .success(["messageId": messageId])
+            return .sent(messageId: messageId)
         }
         send(api, "send_to_clients") { request, systemId in
             let body = try await request.decodeJSON(SendRequest.self, limit: self.limit)
@@ -30,12 +30,12 @@ struct APIController: Sendable {
             let group = try required(body.groupName, "groupName")
             let messageId = try await self.node.router.sendToGroup(
                 systemId: systemId, group: group, payload: body.send.payload)
-            return .success(["messageId": messageId])
+            return .sent(messageId: messageId)
         }
         send(api, "send_to_system") { request, systemId in
             let body = try await request.decodeJSON(SendFields.self, limit: self.limit)
             let messageId = try await self.node.router.sendToSystem(systemId: systemId, payload: body.payload)
-            return .success(["messageId": messageId])
+            return .sent(messageId: messageId)
         }
         call(api, "bind_to_group") { request, systemId in
             let body = try await request.decodeJSON(BindRequest.self, limit: self.limit)

@@ -20,6 +20,20 @@ struct APIAnswer: Sendable {
         APIAnswer(status: 200, body: encode(Envelope(code: 0, msg: "success", data: data)))
     }
 
+    /// `{"code":0,"data":{"messageId":…},"msg":"success"}`, the answer of every send, written by
+    /// hand: JSONEncoder was 7% of a standalone unicast send's CPU (perf, 5,000 msg/s).
+    static func sent(messageId: String) -> APIAnswer {
+        let text = JSONWriter.object(capacity: 64 + messageId.utf8.count) { w in
+            w.member("code", 0)
+            w.key("data")
+            w.beginObject()
+            w.member("messageId", messageId)
+            w.endObject()
+            w.member("msg", "success")
+        }
+        return APIAnswer(status: 200, body: Data(text.utf8))
+    }
+
     static let success = APIAnswer(status: 200, body: encode(Envelope<JSONValue>(code: 0, msg: "success", data: .null)))
 
     static func failure(_ error: HeraldError) -> APIAnswer {

@@ -273,13 +273,21 @@ final class HTTPDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private let bodyTimeout: TimeAmount
     private let keepAliveTimeout: TimeAmount
     private let onTimeout: @Sendable () -> Void
+    /// When the connection must have made progress by, or nil while a request is being answered.
+    private var deadline: NIODeadline?
+    /// The one scheduled check. It runs at the deadline or at most `checkEvery` from now,
+    /// whichever is first, so a new deadline (never nearer than `checkEvery`) never has to move
+    /// it: a request's head, end and answer only set `deadline`, and a kept-alive connection
+    /// schedules one timer per `checkEvery` instead of three per request.
     private var timer: Scheduled<Void>?
+    private let checkEvery: TimeAmount
 
     init(headerTimeout: TimeAmount, bodyTimeout: TimeAmount, keepAliveTimeout: TimeAmount, onTimeout: @escaping @Sendable () -> Void) {
         self.headerTimeout = headerTimeout
         self.bodyTimeout = bodyTimeout
         self.keepAliveTimeout = keepAliveTimeout
         self.onTimeout = onTimeout
+        checkEvery = min(headerTimeout, bodyTimeout, keepAliveTimeout)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -287,15 +295,14 @@ final class HTTPDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        timer?.cancel()
-        timer = nil
+        stop()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head: arm(bodyTimeout, context: context)
         case .body: break
-        case .end: disarm()
+        case .end: deadline = nil
         }
         context.fireChannelRead(data)
     }
@@ -306,23 +313,45 @@ final class HTTPDeadlineHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        disarm()
+        stop()
         context.fireChannelInactive()
     }
 
     private func arm(_ amount: TimeAmount, context: ChannelHandlerContext) {
+        let now = context.eventLoop.now
+        deadline = now + amount
+        if timer == nil { schedule(at: now + min(amount, checkEvery), context: context) }
+    }
+
+    private func schedule(at due: NIODeadline, context: ChannelHandlerContext) {
         timer?.cancel()
-        let channel = context.channel
-        let onTimeout = self.onTimeout
-        timer = context.eventLoop.scheduleTask(in: amount) {
-            onTimeout()
-            channel.close(promise: nil)
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(deadline: due) {
+            let (handler, context) = loopBound.value
+            handler.check(context: context)
         }
     }
 
-    private func disarm() {
+    /// The scheduled check: past the deadline the connection is closed; otherwise the next
+    /// check is at the deadline or `checkEvery` from now (with no deadline: a request is being
+    /// answered).
+    private func check(context: ChannelHandlerContext) {
+        timer = nil
+        let now = context.eventLoop.now
+        if let deadline, now >= deadline {
+            stop()
+            onTimeout()
+            context.channel.close(promise: nil)
+            return
+        }
+        let next = now + checkEvery
+        schedule(at: deadline.map { min($0, next) } ?? next, context: context)
+    }
+
+    private func stop() {
         timer?.cancel()
         timer = nil
+        deadline = nil
     }
 }
 

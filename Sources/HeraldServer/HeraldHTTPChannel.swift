@@ -95,11 +95,14 @@ struct HeraldHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 maxFrameSize: limits.maxFrameSize,
                 shouldUpgrade: { channel, head in
                     let promise = channel.eventLoop.makePromise(of: HTTPHeaders?.self)
-                    promise.completeWithTask {
+                    // Admission runs on the channel's own loop (no hop to the pool and back per
+                    // connect); what it awaits (a system lookup in etcd) suspends, never blocks.
+                    Task(executorPreference: EventLoopTaskExecutor(channel.eventLoop)) {
                         let decided = await endpoint.admit(uri: head.uri)
-                        // Back on the event loop before the upgrade goes on.
-                        try await channel.eventLoop.submit { admission.value = decided }.get()
-                        return HTTPHeaders()
+                        channel.eventLoop.execute {
+                            admission.value = decided
+                            promise.succeed(HTTPHeaders())
+                        }
                     }
                     return promise.futureResult
                 },
@@ -151,7 +154,9 @@ struct HeraldHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 // The session handler serves the connection from here on; nothing to wait for.
                 return
             case .notUpgraded(let http):
-                await handleHTTP(asyncChannel: http, logger: logger)
+                await withTaskExecutorPreference(EventLoopTaskExecutor(value.channel.eventLoop)) {
+                    await handleHTTP(asyncChannel: http, logger: logger)
+                }
             }
         } catch {
             logger.trace("connection ended before its first request", metadata: ["error": "\(error)"])

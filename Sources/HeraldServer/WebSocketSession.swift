@@ -303,12 +303,16 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
     // MARK: Outbound (event loop)
 
     /// Called by the outbox on the event loop: writes one pushed frame. Answers true when the
-    /// session needs a flush at the end of the outbox's pass (the first frame of the pass).
-    func writeQueued(_ payload: ByteBuffer, messageId: String?) -> Bool {
+    /// session needs a flush at the end of the outbox's pass (the first frame of the pass);
+    /// adds the frame to `written` if it was written.
+    func writeQueued(_ payload: ByteBuffer, messageId: String?, written: inout Int) -> Bool {
         queued.subtract(1, ordering: .relaxed)
         queuedBytes.subtract(payload.readableBytes, ordering: .relaxed)
         guard let context, !closeSent else { return false }
-        write(payload, context: context)
+        // Counted by the outbox, once per pass: one shared counter bumped per frame from every
+        // loop would bounce its cache line between the cores.
+        context.write(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .text, data: payload)), promise: nil)
+        written += 1
         if let messageId { rememberPush(messageId) }
         if context.channel.isWritable {
             backlog = 0
@@ -323,6 +327,11 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
         }
         defer { awaitingFlush = true }
         return !awaitingFlush
+    }
+
+    /// Frames an outbox pass wrote (for every session of its loop).
+    func countFrames(_ count: Int) {
+        node.metrics.framesSent.increment(by: count)
     }
 
     /// The end of an outbox pass.
@@ -413,6 +422,8 @@ final class LoopOutbox: Sendable {
         // it (ByteBuffer is copy-on-write), and no other thread retains it meanwhile.
         var buffers: [ObjectIdentifier: ByteBuffer] = [:]
         var toFlush: [WebSocketSession] = []
+        var written = 0
+        defer { if written > 0, let session = items.first?.session { session.countFrames(written) } }
         for item in items {
             let key = ObjectIdentifier(item.frame)
             let payload: ByteBuffer
@@ -422,7 +433,9 @@ final class LoopOutbox: Sendable {
                 payload = ByteBufferAllocator().buffer(string: item.frame.text)
                 buffers[key] = payload
             }
-            if item.session.writeQueued(payload, messageId: item.frame.messageId) { toFlush.append(item.session) }
+            if item.session.writeQueued(payload, messageId: item.frame.messageId, written: &written) {
+                toFlush.append(item.session)
+            }
         }
         for session in toFlush { session.flushQueued() }
     }

@@ -294,3 +294,75 @@ extension ClusterSuite.FaultTests {
         return false
     }
 }
+
+extension ClusterSuite.FaultTests {
+    /// A join fails after its slot claim when etcd refuses the node's record: a private etcd
+    /// refuses requests over 8 KiB, and a node id of 5,000 bytes fits in the slot claim (its
+    /// value is the node id) but not in the record (the node id as key and again in the value).
+    @Test("a join that fails after claiming a slot gives the slot back: failed attempts leave no slot taken")
+    func failedJoinReleasesSlot() async throws {
+        let clientPort = try await freePort()
+        let peerPort = try await freePort()
+        let dataDir = FileManager.default.temporaryDirectory.appendingPathComponent("herald-etcd-\(UUID().uuidString)")
+        let etcd = Process()
+        etcd.executableURL = URL(fileURLWithPath: "/usr/bin/etcd")
+        etcd.arguments = [
+            "--name", "joins", "--data-dir", dataDir.path, "--max-request-bytes", "8192",
+            "--listen-client-urls", "http://127.0.0.1:\(clientPort)", "--advertise-client-urls", "http://127.0.0.1:\(clientPort)",
+            "--listen-peer-urls", "http://127.0.0.1:\(peerPort)", "--initial-advertise-peer-urls", "http://127.0.0.1:\(peerPort)",
+            "--initial-cluster", "joins=http://127.0.0.1:\(peerPort)",
+        ]
+        etcd.standardOutput = FileHandle.nullDevice
+        etcd.standardError = FileHandle.nullDevice
+        try etcd.run()
+        defer {
+            etcd.terminate()
+            try? FileManager.default.removeItem(at: dataDir)
+        }
+        let etcdAPI = RemoteHerald(port: clientPort, adminToken: nil).api
+        _ = try await LocalCluster.eventually("the private etcd to answer", timeout: .seconds(15)) {
+            try await etcdAPI.get("/health", timeout: .seconds(1)).status == 200
+        }
+        /// Slot keys under the node's prefix, counted by etcd.
+        let slotsPrefix = "/herald-joins/slots/"
+        let countQuery = Data(
+            JSON.object([
+                "key": .string(Data(slotsPrefix.utf8).base64EncodedString()),
+                "range_end": .string(Data("/herald-joins/slots0".utf8).base64EncodedString()),
+                "count_only": true,
+            ]).encoded.utf8)
+        @Sendable func slotKeys() async throws -> Int {
+            let answer = try await etcdAPI.request(.POST, "/v3/kv/range", body: countQuery, timeout: .seconds(2))
+            return Int(answer.json?["count"]?.string ?? "0") ?? 0
+        }
+
+        let tag = UUID().uuidString.prefix(8).lowercased()
+        let node = try await HeraldInstance.start(
+            dev: false,
+            extraArgs: [
+                "--kafka", "127.0.0.1:9092", "--etcd", "http://127.0.0.1:\(clientPort)", "--admin-token", LocalCluster.adminToken,
+                "--unicast-topic", "herald.unicast.j\(tag)", "--broadcast-topic", "herald.broadcast.j\(tag)",
+                "--events-topic", "herald.events.j\(tag)", "--etcd-prefix", "/herald-joins/", "--lease-ttl", "30",
+                "--node-id", "n" + String(repeating: "x", count: 5000),
+                "--client-id-key", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ])
+        defer { Task { _ = await node.stop() } }
+        // Watch the slots while the node tries, and fails, to join, for several attempts.
+        var most = 0
+        let watched = ContinuousClock.now
+        while ContinuousClock.now - watched < .seconds(8) {
+            most = max(most, try await slotKeys())
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let log = tailOfFile(node.stderrURL, lines: 1_000_000)
+        let attempts = log.components(separatedBy: "cannot join the cluster").count - 1
+        print("cluster: \(attempts) failed joins in 8 s (a 30 s lease each); slot keys held at once: at most \(most), now \(try await slotKeys())")
+        #expect(attempts >= 3, "the node should have tried to join several times: \(log.suffix(600))")
+        #expect(log.contains("too large"), "etcd should refuse the node record as too large: \(log.suffix(600))")
+        // Each failed attempt revoked its lease, so its claim went with it; without that, every
+        // attempt would hold a slot for the whole 30 s lease.
+        #expect(most <= 1, "slot keys held at once during failed joins: \(most)")
+        #expect(try await slotKeys() <= 1)
+        #expect(try await node.api.get("/readyz").status == 503)
+    }
+}

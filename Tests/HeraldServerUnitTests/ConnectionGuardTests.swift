@@ -112,5 +112,23 @@ struct ConnectionGuardTests {
         try slow.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         loop.advanceTime(by: .seconds(11))
         #expect(!slow.isActive, "no head within the header timeout: closed")
+
+        // A head on a kept-alive connection, then no body: closed at the body timeout, exactly.
+        let stalled = EmbeddedChannel(
+            handler: HTTPDeadlineHandler(
+                headerTimeout: .seconds(10), bodyTimeout: .seconds(30), keepAliveTimeout: .seconds(60), onTimeout: {}), loop: loop)
+        try stalled.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        for _ in 0..<3 {
+            loop.advanceTime(by: .seconds(5))
+            try stalled.writeInbound(HTTPServerRequestPart.head(request))
+            try stalled.writeInbound(HTTPServerRequestPart.end(nil))
+            try stalled.writeOutbound(HTTPServerResponsePart.end(nil))
+        }
+        loop.advanceTime(by: .seconds(7))
+        try stalled.writeInbound(HTTPServerRequestPart.head(request))
+        loop.advanceTime(by: .seconds(29))
+        #expect(stalled.isActive, "29 s into the body")
+        loop.advanceTime(by: .seconds(2))
+        #expect(!stalled.isActive, "no body within the body timeout: closed")
     }
 }
