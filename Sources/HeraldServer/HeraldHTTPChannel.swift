@@ -91,6 +91,18 @@ struct HeraldHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             let guardBox = NIOLoopBoundBox<UpgradeRequestGuard?>(nil, eventLoop: channel.eventLoop)
             // What `shouldUpgrade` decided, for the pipeline handler that runs right after it.
             let admission = NIOLoopBoundBox<WebSocketSession.Admission?>(nil, eventLoop: channel.eventLoop)
+            let upgradePipeline: @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<UpgradeResult> = { channel, _ in
+                channel.eventLoop.makeCompletedFuture {
+                    // Admitted in time: the HTTP deadlines end here; the session keeps its own.
+                    channel.pipeline.syncOperations.removeHandler(deadlines.value, promise: nil)
+                    if let guardHandler = guardBox.value {
+                        channel.pipeline.syncOperations.removeHandler(guardHandler, promise: nil)
+                    }
+                    let decided = admission.value ?? .refused(code: -1001, message: "systemId is required")
+                    try channel.pipeline.syncOperations.addHandler(endpoint.session(for: decided, channel: channel))
+                    return UpgradeResult.webSocket
+                }
+            }
             let upgrader = NIOTypedWebSocketServerUpgrader<UpgradeResult>(
                 maxFrameSize: limits.maxFrameSize,
                 shouldUpgrade: { channel, head in
@@ -106,20 +118,13 @@ struct HeraldHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                     }
                     return promise.futureResult
                 },
-                upgradePipelineHandler: { channel, _ in
-                    channel.eventLoop.makeCompletedFuture {
-                        // Admitted in time: the HTTP deadlines end here; the session keeps its own.
-                        channel.pipeline.syncOperations.removeHandler(deadlines.value, promise: nil)
-                        if let guardHandler = guardBox.value {
-                            channel.pipeline.syncOperations.removeHandler(guardHandler, promise: nil)
-                        }
-                        let decided = admission.value ?? .refused(code: -1001, message: "systemId is required")
-                        try channel.pipeline.syncOperations.addHandler(endpoint.session(for: decided, channel: channel))
-                        return UpgradeResult.webSocket
-                    }
-                })
+                upgradePipelineHandler: upgradePipeline)
             let serverUpgrade = NIOTypedHTTPServerUpgradeConfiguration(
-                upgraders: [CheckedWebSocketUpgrader(upgrader: upgrader, origins: limits.origins)],
+                upgraders: [
+                    CheckedWebSocketUpgrader(
+                        upgrader: upgrader, origins: limits.origins, maxFrameSize: limits.maxFrameSize,
+                        pipeline: upgradePipeline)
+                ],
                 notUpgradingCompletionHandler: { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
@@ -190,6 +195,9 @@ struct CheckedWebSocketUpgrader: NIOTypedHTTPServerProtocolUpgrader {
 
     let upgrader: NIOTypedWebSocketServerUpgrader<UpgradeResult>
     let origins: OriginPolicy
+    let maxFrameSize: Int
+    /// Sets up the upgraded pipeline's session (NIO's upgrader gets the same closure).
+    let pipeline: @Sendable (any Channel, HTTPRequestHead) -> EventLoopFuture<UpgradeResult>
 
     var supportedProtocol: String { upgrader.supportedProtocol }
     /// Only the Upgrade header itself: the check answers for a missing key or version.
@@ -208,8 +216,16 @@ struct CheckedWebSocketUpgrader: NIOTypedHTTPServerProtocolUpgrader {
             channel: channel, upgradeRequest: upgradeRequest, initialResponseHeaders: initialResponseHeaders)
     }
 
+    /// NIO's upgrade, with Herald's frame encoder in place of NIO's (see `ServerFrameEncoder`).
     func upgrade(channel: any Channel, upgradeRequest: HTTPRequestHead) -> EventLoopFuture<UpgradeResult> {
-        upgrader.upgrade(channel: channel, upgradeRequest: upgradeRequest)
+        let maxFrameSize = self.maxFrameSize
+        let pipeline = self.pipeline
+        return channel.eventLoop.makeCompletedFuture {
+            try channel.pipeline.syncOperations.addHandler(ServerFrameEncoder())
+            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(WebSocketFrameDecoder(maxFrameSize: maxFrameSize)))
+        }.flatMap {
+            pipeline(channel, upgradeRequest)
+        }
     }
 }
 
