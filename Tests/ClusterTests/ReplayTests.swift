@@ -827,3 +827,43 @@ private func deliveredCounts(_ steps: [JSON]) -> [String: Int] {
     }
     return counts
 }
+
+extension ClusterSuite.ReplayTests {
+    @Test("replay and trace read the topics a cluster was configured with, and not the default ones")
+    func configuredTopics() async throws {
+        let tag = UUID().uuidString.prefix(8).lowercased()
+        let topics = [
+            "--unicast-topic", "herald.unicast.r\(tag)", "--broadcast-topic", "herald.broadcast.r\(tag)",
+            "--events-topic", "herald.events.r\(tag)",
+        ]
+        let node = try await HeraldInstance.start(
+            dev: false,
+            extraArgs: [
+                "--kafka", HeraldCLI.kafka, "--etcd", HeraldCLI.etcd, "--admin-token", LocalCluster.adminToken,
+                "--etcd-prefix", "/herald-r\(tag)/", "--kafka-idempotence", "false",
+                "--client-id-key", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ] + topics, waitForReady: true)
+        defer { Task { _ = await node.stop() } }
+        let system = try await node.api.registerSystem()
+        let client = try await system.via(node).connect()
+        let start = Date().addingTimeInterval(-5)
+        let message = try await system.via(node).send(to: client.clientId)
+        #expect(try await client.ws.nextJSON()["messageId"]?.string == message)
+
+        let found = try await HeraldCLI.replay(["--message-id", message, "--since", stamp(start)] + topics)
+        #expect(found.status == 0 && found.records.map { $0["messageId"]?.string } == [message], "\(found)")
+        #expect(found.records.first?["topic"]?.string == "herald.unicast.r\(tag)", "\(found)")
+        let elsewhere = try await HeraldCLI.replay(["--message-id", message, "--since", stamp(start)])
+        #expect(elsewhere.status == 0 && elsewhere.records.isEmpty, "the default topics never carried it: \(elsewhere)")
+
+        // The trace events go to the configured events topic; they arrive a flush later.
+        _ = try await LocalCluster.eventually("the trace in the configured events topic", timeout: .seconds(15)) {
+            let run = try await HeraldCLI.run(["trace", message, "--kafka", HeraldCLI.kafka] + topics)
+            return run.status == 0 && run.records.first?["messageId"]?.string == message
+        }
+        let traced = try await HeraldCLI.run(["trace", message, "--kafka", HeraldCLI.kafka] + topics)
+        let steps = traced.records.first?["steps"]?.array ?? []
+        #expect(steps.contains { $0["step"]?.string == "accepted" }, "\(traced)")
+        try await client.ws.close()
+    }
+}
