@@ -322,3 +322,25 @@ struct MiscTests {
         #expect(try await directory.lookup("locked")?.requiresSecret == true)
     }
 }
+
+@Suite("Error codes")
+struct ErrorCodeTests {
+    @Test("every code's HTTP status is its first three digits (4004, no such route, is 404), and 4xx or 5xx")
+    func statusIsDerived() {
+        for code in ErrorCode.allCases {
+            let expected = code == .noRoute ? 404 : code.rawValue / 10
+            #expect(code.status == expected, "\(code)")
+            #expect((400..<600).contains(code.status), "\(code)")
+            #expect(HeraldError(code, message: "x").status == code.status)
+        }
+        #expect(Set(ErrorCode.allCases.map(\.rawValue)).count == ErrorCode.allCases.count)
+    }
+
+    @Test("an HTTP error from beneath the routes keeps its status and gets the contract's code where there is one")
+    func httpStatus() {
+        #expect(HeraldError(httpStatus: 413, message: "x").code == 4130)
+        #expect(HeraldError(httpStatus: 413, message: "x").status == 413)
+        #expect(HeraldError(httpStatus: 500, message: "x").code == 5000)
+        #expect(HeraldError(httpStatus: 302, message: "x").status == 500)
+    }
+}
