@@ -131,35 +131,40 @@ struct MarkdownReport {
     /// CPU per unit of work, split by side: per connect, per fan-out delivery, per unicast
     /// message; Herald's server cost over Nchan's at the same offered rate where both ran it.
     private func cpuPerMessage() -> String {
-        func micros(_ cores: Double, per rate: Double) -> String {
-            rate > 0 ? String(format: "%.1f µs", cores / rate * 1_000_000) : "–"
-        }
         var md = "## CPU per message\n\n"
         md += "CPU time per unit of work at each step (cores divided by the rate actually achieved).\n\n"
         md += "| scenario | server | step | unit | server | infra | load-gen | server / Nchan's |\n|---|---|---|---|---|---|---|---|\n"
         for run in runs("connections") {
             guard let c = run.connections, c.connectRate > 0 else { continue }
-            md += "| connections | \(Format.label(run.target)) | \(c.connected) clients | connect "
-            md += "| \(micros(c.cpu.serverCores, per: c.connectRate)) | \(micros(c.cpu.infraCores, per: c.connectRate)) "
-            md += "| \(micros(c.cpu.loadgenCores, per: c.connectRate)) | \(serverRatio("connections", run.target) { r in r.connections.map { $0.cpu.serverCores / max($0.connectRate, 1) } }) |\n"
+            let ratio = serverRatio("connections", run.target) { r in r.connections.map { $0.cpu.serverCores / max($0.connectRate, 1) } }
+            md += costRow("connections", run.target, "\(c.connected) clients", "connect", c.cpu, per: c.connectRate, ratio: ratio)
         }
         for run in runs("fanout") {
             for s in run.fanout?.steps ?? [] where s.deliveriesPerSecond > 0 {
-                md += "| fan-out | \(Format.label(run.target)) | \(Format.count(s.rate)) msg/s | delivery "
-                md += "| \(micros(s.cpu.serverCores, per: s.deliveriesPerSecond)) | \(micros(s.cpu.infraCores, per: s.deliveriesPerSecond)) "
-                md += "| \(micros(s.cpu.loadgenCores, per: s.deliveriesPerSecond)) "
-                md += "| \(serverRatio("fanout", run.target) { r in r.fanout?.steps.first { $0.rate == s.rate }.map { $0.cpu.serverCores / max($0.deliveriesPerSecond, 1) } }) |\n"
+                let ratio = serverRatio("fanout", run.target) { r in
+                    r.fanout?.steps.first { $0.rate == s.rate }.map { $0.cpu.serverCores / max($0.deliveriesPerSecond, 1) }
+                }
+                md += costRow("fan-out", run.target, "\(Format.count(s.rate)) msg/s", "delivery", s.cpu, per: s.deliveriesPerSecond, ratio: ratio)
             }
         }
         for run in runs("unicast") {
             for s in run.unicast?.steps ?? [] where s.sendRate > 0 {
-                md += "| unicast | \(Format.label(run.target)) | \(Format.count(s.rate))/s | message "
-                md += "| \(micros(s.cpu.serverCores, per: s.sendRate)) | \(micros(s.cpu.infraCores, per: s.sendRate)) "
-                md += "| \(micros(s.cpu.loadgenCores, per: s.sendRate)) "
-                md += "| \(serverRatio("unicast", run.target) { r in r.unicast?.steps.first { $0.rate == s.rate }.map { $0.cpu.serverCores / max($0.sendRate, 1) } }) |\n"
+                let ratio = serverRatio("unicast", run.target) { r in
+                    r.unicast?.steps.first { $0.rate == s.rate }.map { $0.cpu.serverCores / max($0.sendRate, 1) }
+                }
+                md += costRow("unicast", run.target, "\(Format.count(s.rate))/s", "message", s.cpu, per: s.sendRate, ratio: ratio)
             }
         }
         return md + "\n"
+    }
+
+    /// One row of the CPU-per-message table: each side's cores over `rate`, in µs.
+    private func costRow(
+        _ scenario: String, _ target: String, _ step: String, _ unit: String, _ cpu: CPUFigures, per rate: Double, ratio: String
+    ) -> String {
+        func micros(_ cores: Double) -> String { String(format: "%.1f µs", cores / rate * 1_000_000) }
+        return "| \(scenario) | \(Format.label(target)) | \(step) | \(unit) | \(micros(cpu.serverCores)) | \(micros(cpu.infraCores)) "
+            + "| \(micros(cpu.loadgenCores)) | \(ratio) |\n"
     }
 
     /// This run's server CPU per unit over Nchan's, from `cost` of each run; "–" for Nchan itself
