@@ -42,7 +42,6 @@ final class StandaloneFabric: NodeFabric {
     let presence: any PresenceDirectory
     var sharedIdempotency: EtcdIdempotency? { nil }
     private let journal: MessageJournal
-    private let registry: ConnectionRegistry
 
     init(configuration: HeraldConfiguration, registry: ConnectionRegistry) {
         let membership = StandaloneMembership(
@@ -58,7 +57,6 @@ final class StandaloneFabric: NodeFabric {
         self.journal = journal
         self.delivery = delivery
         self.bus = bus
-        self.registry = registry
         self.presence = LocalPresence(registry: registry, membership: membership)
     }
 
