@@ -40,15 +40,25 @@ public enum HeraldBinary {
     }()
 }
 
-/// Finds a free loopback TCP port by binding port 0 and closing the socket.
+/// Finds a free loopback TCP port below the kernel's ephemeral range (32768-60999 on Linux).
+/// A port from bind(0) lies inside that range, where every outgoing test connection also takes
+/// its local port: between our close and herald's bind, a client could take it (CI saw a suite's
+/// server fail to start that way). Below the range only servers bind, so a free port stays free.
 public func freePort() async throws -> Int {
+    for _ in 0..<64 {
+        let candidate = Int.random(in: 20_000..<32_000)
+        if let port = try? await bindAndRelease(port: candidate) { return port }
+    }
+    return try await bindAndRelease(port: 0)
+}
+
+private func bindAndRelease(port: Int) async throws -> Int {
     let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-        .bind(host: "127.0.0.1", port: 0).get()
-    let port = channel.localAddress?.port ?? 0
+        .bind(host: "127.0.0.1", port: port).get()
+    let bound = channel.localAddress?.port ?? 0
     try await channel.close().get()
-    guard port > 0 else { throw HeraldLaunchError(description: "could not find a free port") }
-    return port
+    guard bound > 0 else { throw HeraldLaunchError(description: "could not find a free port") }
+    return bound
 }
 
 public func tailOfFile(_ url: URL, lines: Int = 30) -> String {
@@ -115,8 +125,8 @@ public final class HeraldInstance: HeraldEndpoint, @unchecked Sendable {
                 lastError = error
                 _ = await instance.stop()
                 print("herald failed to start (\(args.joined(separator: " "))): \(error)\n--- stderr tail ---\n\(tailOfFile(errURL))\n---")
-                // Retry only when the port may have been taken meanwhile.
-                if fixedPort != nil || !tailOfFile(errURL).lowercased().contains("address") { break }
+                // Retry only when the port was taken meanwhile (Serve's message: "port P on H is in use").
+                if fixedPort != nil || !tailOfFile(errURL).contains("is in use") { break }
             }
         }
         throw lastError ?? HeraldLaunchError(description: "herald did not start")
