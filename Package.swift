@@ -124,6 +124,9 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOWebSocket", package: "swift-nio"),
                 .product(name: "NIOFoundationCompat", package: "swift-nio"),
+                // The Kafka-path row: the bench's own producer and consumer, Herald's records.
+                "HeraldCore", "HeraldCluster", "HeraldKafka",
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

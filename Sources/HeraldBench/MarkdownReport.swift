@@ -3,7 +3,7 @@
 struct MarkdownReport {
     let report: Report
 
-    private static let order = [Report.standalone, Report.cluster, Report.crossNode, Report.nchan]
+    private static let order = [Report.standalone, Report.cluster, Report.crossNode, Report.kafkaPath, Report.nchan]
 
     private func runs(_ scenario: String) -> [ScenarioRun] {
         report.runs.filter { $0.scenario == scenario }.sorted {
@@ -30,7 +30,7 @@ struct MarkdownReport {
         if !report.failures.isEmpty {
             md += "**Harness failures:**\n\n" + report.failures.map { "- \($0)\n" }.joined() + "\n"
         }
-        md += targets() + connections() + fanout() + unicast() + cpuPerMessage() + ratios() + settings()
+        md += targets() + connections() + fanout() + unicast() + kafkaPath() + cpuPerMessage() + ratios() + settings()
         return md
     }
 
@@ -126,6 +126,27 @@ struct MarkdownReport {
             }
         }
         return md + notes(runs) + "\n"
+    }
+
+    /// Herald's cross-node latency beside the Kafka path's at the same rates: what Herald adds
+    /// to the produce-to-consume floor of the same broker.
+    private func kafkaPath() -> String {
+        guard let cross = report.run("unicast", Report.crossNode)?.unicast,
+            let kafka = report.run("unicast", Report.kafkaPath)?.unicast
+        else { return "" }
+        var md = "## Cross-node over the Kafka path\n\n"
+        md += "The same records (Herald's unicast envelope, key and headers, the same payload) produced and consumed by the bench "
+        md += "itself through the same broker, with a node's producer settings and fetch wait: the floor under Herald's cross-node latency.\n\n"
+        md += "| rate | cross-node p50 | cross-node p99 | Kafka path p50 | Kafka path p99 | p99 ratio | broker CPU (cross-node / Kafka path) |\n"
+        md += "|---|---|---|---|---|---|---|\n"
+        for pair in Report.kafkaPathRatios(cross: cross, kafka: kafka) {
+            let c = pair.cross, k = pair.kafka
+            md += "| \(Format.count(pair.rate))/s | \(Format.ms(c.latency.p50)) | \(Format.ms(c.latency.p99))\(c.passed ? "" : " (\(c.verdict))") "
+            md += "| \(Format.ms(k.latency.p50)) | \(Format.ms(k.latency.p99)) | \(Format.ratio(pair.ratio)) "
+            md += "| \(Format.cores(c.cpu.infraCores)) / \(Format.cores(k.cpu.infraCores)) |\n"
+        }
+        md += "\nKafka path ramp: highest sustained \(Format.count(kafka.highestSustainedRate))/s (\(kafka.stopReason)).\n\n"
+        return md
     }
 
     /// CPU per unit of work, split by side: per connect, per fan-out delivery, per unicast

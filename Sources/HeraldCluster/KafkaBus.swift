@@ -78,7 +78,8 @@ public final class KafkaBus: Bus {
         await producer.shutdown()
     }
 
-    static func headers(of message: BusMessage) -> [KafkaHeader] {
+    /// The record headers of `message` (the bench's Kafka-path row sends the same ones).
+    public static func headers(of message: BusMessage) -> [KafkaHeader] {
         var headers = [
             KafkaHeader("messageId", message.messageId),
             KafkaHeader("systemId", message.systemId),
