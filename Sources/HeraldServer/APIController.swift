@@ -11,11 +11,7 @@ struct APIController: Sendable {
         let api = router.group("api")
         api.post("register") { request, _ in try await self.registerSystem(request) }
         send(api, "send_to_client") { request, systemId in
-            let body = try await request.decodeJSON(SendRequest.self, limit: self.limit)
-            let clientId = try required(body.clientId, "clientId")
-            let messageId = try await self.node.router.sendToClient(
-                systemId: systemId, clientId: clientId, payload: body.send.payload)
-            return .sent(messageId: messageId)
+            try await self.sendToClient(try await request.decodeJSON(SendRequest.self, limit: self.limit), systemId: systemId)
         }
         send(api, "send_to_clients") { request, systemId in
             let body = try await request.decodeJSON(SendRequest.self, limit: self.limit)
@@ -149,16 +145,39 @@ struct APIController: Sendable {
         }
     }
 
+    private func sendToClient(_ body: SendRequest, systemId: String) async throws(HeraldError) -> APIAnswer {
+        let clientId = try required(body.clientId, "clientId")
+        let messageId = try await node.router.sendToClient(systemId: systemId, clientId: clientId, payload: body.send.payload)
+        return .sent(messageId: messageId)
+    }
+
+    /// `send_to_client` without an Idempotency-Key, as `SendFastPath` serves it beside the
+    /// router: the same checks, the same send and the same answer as the route above.
+    func fastSendToClient(systemIdHeader: String?, authorization: String?, body: [UInt8]) async -> APIAnswer {
+        do throws(HeraldError) {
+            let systemId = try await authenticate(systemIdHeader: systemIdHeader, bearer: Request.bearerToken(in: authorization))
+            let answer = try await sendToClient(try SendRequest(BodyFields(checked: try CheckedBody(body: body))), systemId: systemId)
+            node.metrics.messagesPublished.increment()
+            return answer
+        } catch {
+            return .failure(error)
+        }
+    }
+
     /// Checks SystemId, the system's secret and its rate; answers the system id.
     private func authenticate(_ request: Request) async throws -> String {
-        guard let systemId = request.header("SystemId"), !systemId.isEmpty else {
+        try await authenticate(systemIdHeader: request.header("SystemId"), bearer: request.bearerToken)
+    }
+
+    private func authenticate(systemIdHeader: String?, bearer: String?) async throws(HeraldError) -> String {
+        guard let systemId = systemIdHeader, !systemId.isEmpty else {
             throw HeraldError.invalidField("SystemId", "header is required")
         }
         guard SystemIDRule.isValid(systemId) else {
             throw HeraldError.invalidField("SystemId", "header must be \(SystemIDRule.description)")
         }
         guard let system = try await node.fabric.systems.lookup(systemId) else { throw HeraldError.unknownSystem(systemId) }
-        guard system.accepts(secret: request.bearerToken) else {
+        guard system.accepts(secret: bearer) else {
             throw HeraldError.unauthorized("missing or wrong secret for system \(systemId): send Authorization: Bearer <secret>")
         }
         guard node.rateLimiter.allow(systemId) else { throw HeraldError.rateLimited }

@@ -157,6 +157,30 @@ struct CheckedBody {
     var bytes: [UInt8]
     var members: [JSONScanner.Member]
 
+    init(bytes: [UInt8], members: [JSONScanner.Member]) {
+        self.bytes = bytes
+        self.members = members
+    }
+
+    /// A request body checked by the scanner (an empty or blank body reads as `{}`).
+    init(body: [UInt8]) throws(HeraldError) {
+        var bytes = body
+        if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) { bytes = Array("{}".utf8) }
+        // The scanner checks syntax, UTF-8 and depth before anything reads a field, so nothing
+        // deeper than JSONScanner.maxDepth reaches a decoder or an encoder.
+        do {
+            self.init(bytes: bytes, members: try JSONScanner.members(of: bytes))
+        } catch {
+            switch (error.key, error.error.reason) {
+            case (let key?, .tooDeep(let limit)):
+                throw HeraldError.invalidField(key, "is nested deeper than \(limit) levels")
+            case (let key?, .syntax):
+                throw HeraldError.malformedJSON("\(error.error) (in the value of \(key))")
+            case (nil, _):
+                throw HeraldError.malformedJSON("\(error.error)")
+            }
+        }
+    }
 }
 
 extension Request {
@@ -190,22 +214,7 @@ extension Request {
         } catch let error as HTTPError where error.status == .contentTooLarge {
             throw HeraldError.tooLarge(limit)
         }
-        var bytes = Array(buffer.readableBytesView)
-        if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) { bytes = Array("{}".utf8) }
-        // The scanner checks syntax, UTF-8 and depth before anything reads a field, so nothing
-        // deeper than JSONScanner.maxDepth reaches a decoder or an encoder.
-        do {
-            return CheckedBody(bytes: bytes, members: try JSONScanner.members(of: bytes))
-        } catch {
-            switch (error.key, error.error.reason) {
-            case (let key?, .tooDeep(let limit)):
-                throw HeraldError.invalidField(key, "is nested deeper than \(limit) levels")
-            case (let key?, .syntax):
-                throw HeraldError.malformedJSON("\(error.error) (in the value of \(key))")
-            case (nil, _):
-                throw HeraldError.malformedJSON("\(error.error)")
-            }
-        }
+        return try CheckedBody(body: Array(buffer.readableBytesView))
     }
 
     private static func fieldName(_ context: DecodingError.Context) -> String {
@@ -218,8 +227,11 @@ extension Request {
     }
 
     /// The token of an `Authorization: Bearer …` header.
-    var bearerToken: String? {
-        guard let value = headers[.authorization] else { return nil }
+    var bearerToken: String? { Self.bearerToken(in: headers[.authorization]) }
+
+    /// The token of an `Authorization: Bearer …` value.
+    static func bearerToken(in value: String?) -> String? {
+        guard let value else { return nil }
         let parts = value.split(separator: " ", maxSplits: 1)
         guard parts.count == 2, parts[0].lowercased() == "bearer" else { return nil }
         return String(parts[1]).trimmingCharacters(in: .whitespaces)

@@ -33,6 +33,7 @@ struct HeraldHTTPChannel: ServerChildChannel, HTTPChannelHandler {
         var connections: ConnectionLimiter
         var addresses: AddressLimiter
         var metrics: HeraldMetrics
+        var maxBodyBytes: Int
 
         init(configuration: HeraldConfiguration, connections: ConnectionLimiter, metrics: HeraldMetrics) {
             addresses = AddressLimiter(limit: configuration.maxConnectionsPerIP, trustedProxies: configuration.trustedProxies)
@@ -41,6 +42,7 @@ struct HeraldHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             headerTimeout = .milliseconds(Int64(configuration.headerTimeout * 1000))
             bodyTimeout = .milliseconds(Int64(configuration.bodyTimeout * 1000))
             keepAliveTimeout = .milliseconds(Int64(configuration.keepAliveTimeout * 1000))
+            maxBodyBytes = configuration.maxBodyBytes
             self.connections = connections
             self.metrics = metrics
         }
@@ -51,16 +53,22 @@ struct HeraldHTTPChannel: ServerChildChannel, HTTPChannelHandler {
     let responder: HTTPChannelHandler.Responder
     let endpoint: WebSocketEndpoint
     let limits: Limits
+    let fastSend: SendFastPath.Route
 
-    init(responder: @escaping HTTPChannelHandler.Responder, endpoint: WebSocketEndpoint, limits: Limits) {
+    init(
+        responder: @escaping HTTPChannelHandler.Responder, endpoint: WebSocketEndpoint, limits: Limits,
+        fastSend: @escaping SendFastPath.Route
+    ) {
         self.responder = Self.redirectingLateUpgrades(responder)
         self.endpoint = endpoint
         self.limits = limits
+        self.fastSend = fastSend
     }
 
     func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
             let limits = self.limits
+            let fastSend = self.fastSend
             guard limits.connections.admit() else {
                 // Over the cap: 503 and close, reading nothing. Counted, not logged one by one.
                 limits.metrics.connectionsOverCap.increment()
@@ -129,6 +137,7 @@ struct HeraldHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
                         try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
+                        try channel.pipeline.syncOperations.addHandler(SendFastPath(bodyLimit: limits.maxBodyBytes, route: fastSend))
                         let http = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
                             wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
                         return .notUpgraded(http)
@@ -231,9 +240,12 @@ struct CheckedWebSocketUpgrader: NIOTypedHTTPServerProtocolUpgrader {
 
 extension HTTPServerBuilder {
     /// HTTP/1.1 with Herald's WebSocket endpoint at `/ws`.
-    static func herald(endpoint: WebSocketEndpoint, limits: HeraldHTTPChannel.Limits) -> HTTPServerBuilder {
+    /// `fastSend` answers `send_to_client` without an Idempotency-Key beside the router (`SendFastPath`).
+    static func herald(
+        endpoint: WebSocketEndpoint, limits: HeraldHTTPChannel.Limits, fastSend: @escaping SendFastPath.Route
+    ) -> HTTPServerBuilder {
         .init { responder in
-            HeraldHTTPChannel(responder: responder, endpoint: endpoint, limits: limits)
+            HeraldHTTPChannel(responder: responder, endpoint: endpoint, limits: limits, fastSend: fastSend)
         }
     }
 }

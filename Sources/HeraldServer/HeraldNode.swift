@@ -26,7 +26,8 @@ public struct HeraldNode: Sendable {
         router.add(middleware: MethodGuard())
         let routeTable = RouteTable()
         router.add(middleware: APIErrorMiddleware(routes: routeTable))
-        APIController(node: services).register(to: router)
+        let api = APIController(node: services)
+        api.register(to: router)
         AdminController(node: services).register(to: router)
         InternalController(node: services).register(to: router)
         WebSocketEndpoint(node: services).register(to: router)
@@ -39,7 +40,10 @@ public struct HeraldNode: Sendable {
                 endpoint: WebSocketEndpoint(node: services),
                 limits: .init(
                     configuration: configuration, connections: ConnectionLimiter(limit: configuration.maxConnections),
-                    metrics: services.metrics)),
+                    metrics: services.metrics),
+                fastSend: { request, body in
+                    await api.fastSendToClient(systemIdHeader: request.systemId, authorization: request.authorization, body: body)
+                }),
             configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "Herald"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? configuration.port
