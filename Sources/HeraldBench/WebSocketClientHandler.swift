@@ -182,10 +182,15 @@ final class WebSocketClientHandler: ChannelInboundHandler {
             events.recorder.record(stamp, receivedAt: MonotonicClock.nanos(), inOrder: inOrder)
         } else if payload.readableBytes == 4, payload.readableBytesView.elementsEqual("pong".utf8) {
             events.pong()
+        } else if payload.readableBytesView.starts(with: Self.sessionFramePrefix) {
+            // Herald's session token (resume), after the welcome and each bind: not presence.
+            return
         } else {
             events.otherFrame()
         }
     }
+
+    private static let sessionFramePrefix = Array(#"{"code":1003,"#.utf8)
 
     /// The value of `"clientId":"…"` in Herald's first frame.
     static func clientId(in payload: ByteBuffer) -> String? {

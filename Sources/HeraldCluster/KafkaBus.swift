@@ -165,18 +165,24 @@ final class FabricConsumer: Sendable {
                 current.withLock { $0 = consumer }
                 consumingEpoch.store(identity.epoch, ordering: .releasing)
                 logger.info("consuming", metadata: ["slot": "\(identity.slot)", "epoch": "\(identity.epoch)"])
+                // Where the one stream of records stands on each partition: the `pos` of each frame.
+                var cut = startingCut(for: identity)
                 await withTaskCancellationHandler {
                     for await record in consumer.records {
                         defer {
                             positions.withLock { $0["\(record.topic)/\(record.partition)"] = record.offset + 1 }
                         }
+                        let placement = Placement(topic: record.topic, partition: record.partition, offset: record.offset)
+                        cut.advance(
+                            past: placement, at: record.timestamp, unicastTopic: settings.unicastTopic,
+                            broadcastTopic: settings.broadcastTopic)
                         guard let message = WireFormat.decode(record.value, codec: codec) else {
                             logger.warning(
                                 "skipping a record that is not a Herald message",
                                 metadata: ["topic": .string(record.topic), "offset": "\(record.offset)"])
                             continue
                         }
-                        delivery.deliver(message)
+                        delivery.deliver(message, cut: cut)
                     }
                 } onCancel: {
                     consumer.close()
@@ -193,6 +199,17 @@ final class FabricConsumer: Sendable {
                 logger.error("cannot start consuming; retrying", metadata: ["error": "\(error)"])
                 try? await Task.sleep(for: .seconds(1))
             }
+        }
+    }
+
+    /// The cut at the assignment's start: the offsets the consumer was assigned from.
+    private func startingCut(for identity: NodeIdentity) -> LogCut {
+        positions.withLock { positions in
+            let broadcast = positions.keys.filter { $0.hasPrefix(settings.broadcastTopic + "/") }.count
+            return LogCut(
+                slot: identity.slot, epoch: identity.epoch,
+                unicast: positions["\(settings.unicastTopic)/\(identity.slot)"] ?? 0,
+                broadcast: (0..<broadcast).map { positions["\(settings.broadcastTopic)/\($0)"] ?? 0 }, at: Clock.nowMillis())
         }
     }
 

@@ -7,9 +7,13 @@ public protocol ClientSink: AnyObject, Sendable {
     /// Queues a frame; answers false if the client is closed or was just closed for falling behind.
     @discardableResult func push(_ frame: OutboundFrame) -> Bool
     func close(code: UInt16, reason: String)
+    /// The client's groups changed (a bind or unbind was applied): its session token is stale.
+    func groupsChanged()
 }
 
 extension ClientSink {
+    public func groupsChanged() {}
+
     @discardableResult public func push(_ text: String) -> Bool {
         push(OutboundFrame(text))
     }
@@ -190,6 +194,17 @@ public final class ConnectionRegistry: Sendable {
         guard let member = state.groups[key]?.removeValue(forKey: serial) else { return nil }
         if state.groups[key]?.isEmpty == true { state.groups[key] = nil }
         return Change(systemId: key.systemId, group: key.name, info: member.info, changed: true)
+    }
+
+    /// A connection's groups with the attributes each was bound with, by group name.
+    public func bindings(serial: UInt64) -> [SessionToken.Binding]? {
+        state.withLock { state in
+            guard let connection = state.connections[serial] else { return nil }
+            return connection.groups.sorted().map { group in
+                let info = state.groups[GroupKey(systemId: connection.systemId, name: group.value)]?[serial]?.info
+                return SessionToken.Binding(group: group.value, userId: info?.userId ?? "", extend: info?.extend ?? "")
+            }
+        }
     }
 
     public func members(of key: GroupKey) -> [any ClientSink] {

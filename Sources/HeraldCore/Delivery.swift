@@ -53,26 +53,28 @@ public final class Delivery: Sendable {
     }
 
     /// Read on each message: a node that lost and re-claimed its slot has a new epoch.
-    private var identity: NodeIdentity { membership.local }
+    public var identity: NodeIdentity { membership.local }
 
-    public func deliver(_ message: BusMessage) {
+    /// Hands `message` to its local recipients. `cut` is where the log stands just past it
+    /// (push frames carry it as `pos`, for resume); nil where no log position applies.
+    public func deliver(_ message: BusMessage, cut: LogCut? = nil) {
         switch message.target {
         case .client(let id, let raw):
-            deliverToClient(message, id: id, raw: raw)
+            deliverToClient(message, id: id, raw: raw, cut: cut)
         case .group(let name):
             let members = registry.members(of: GroupKey(systemId: message.systemId, name: name))
             if case .presence(let event, let info) = message.body {
                 let frame = OutboundFrame(FrameEncoding.presence(event, group: name, info: info, at: message.acceptedAt))
                 for sink in members { sink.push(frame) }
             } else {
-                fanOut(message, to: members)
+                fanOut(message, to: members, cut: cut)
             }
         case .system:
-            fanOut(message, to: registry.clients(ofSystem: message.systemId))
+            fanOut(message, to: registry.clients(ofSystem: message.systemId), cut: cut)
         }
     }
 
-    private func deliverToClient(_ message: BusMessage, id: ClientID, raw: String) {
+    private func deliverToClient(_ message: BusMessage, id: ClientID, raw: String, cut: LogCut?) {
         let identity = self.identity
         // Binds and unbinds travel on their group's broadcast partition, which every node
         // reads: only the owner acts on one; for the others it is not a drop.
@@ -91,7 +93,7 @@ public final class Delivery: Sendable {
         }
         switch message.body {
         case .push:
-            guard let text = message.pushFrame() else { return }
+            guard let text = message.pushFrame(pos: cut?.encoded) else { return }
             if connection.sink.push(OutboundFrame(text, messageId: message.messageId)) {
                 trace.record(message.messageId, TraceStep(.delivered, node: identity.nodeId, clientId: raw))
             } else {
@@ -99,7 +101,9 @@ public final class Delivery: Sendable {
             }
         case .bind(let group, let userId, let extend):
             switch registry.bind(serial: id.serial, group: group, userId: userId, extend: extend) {
-            case .bound(let change): announce(.joined, change)
+            case .bound(let change):
+                if change.changed { connection.sink.groupsChanged() }
+                announce(.joined, change)
             case .tooManyGroups:
                 refusedBinds.add(1, ordering: .relaxed)
                 drop(message, clientId: raw, reason: "client is in \(FieldLimits.groupsPerClient) groups already")
@@ -107,6 +111,7 @@ public final class Delivery: Sendable {
             }
         case .unbind(let group):
             if let change = registry.unbind(serial: id.serial, group: group) {
+                if change.changed { connection.sink.groupsChanged() }
                 announce(.left, change)
             }
         case .close:
@@ -116,9 +121,9 @@ public final class Delivery: Sendable {
         }
     }
 
-    private func fanOut(_ message: BusMessage, to sinks: [any ClientSink]) {
+    private func fanOut(_ message: BusMessage, to sinks: [any ClientSink], cut: LogCut?) {
         // Encoded once, whatever the number of members.
-        guard let text = message.pushFrame() else { return }
+        guard let text = message.pushFrame(pos: cut?.encoded) else { return }
         let frame = OutboundFrame(text, messageId: message.messageId)
         var delivered = 0
         for sink in sinks where sink.push(frame) {
@@ -165,14 +170,17 @@ public final class LocalBus: Bus {
     }
 
     public func publish(_ message: BusMessage) async throws(HeraldError) -> Placement {
-        let placement: Placement
+        let (topic, partition): (String, Int32)
         switch message.target {
-        case .client(let id, _):
-            placement = journal.append(message, topic: Topics.unicast, partition: Int32(id.slot), at: Clock.nowMillis())
-        case .group, .system:
-            placement = journal.append(message, topic: Topics.broadcast, partition: 0, at: Clock.nowMillis())
+        case .client(let id, _): (topic, partition) = (Topics.unicast, Int32(bitPattern: id.slot))
+        case .group, .system: (topic, partition) = (Topics.broadcast, 0)
         }
-        delivery.deliver(message)
-        return placement
+        let identity = delivery.identity
+        let delivery = self.delivery
+        return journal.append(
+            message, topic: topic, partition: partition, at: Clock.nowMillis(), slot: identity.slot, epoch: identity.epoch
+        ) { cut in
+            delivery.deliver(message, cut: cut)
+        }
     }
 }

@@ -40,6 +40,25 @@ struct ClientIDData: Encodable {
     var clientId: String
 }
 
+struct ResumedData: Encodable {
+    var clientId: String
+    var resumed: Bool
+    var recovered: Int?
+    var reason: String?
+}
+
+struct SessionData: Encodable {
+    var session: String?
+
+    // `session` is written as null when absent, not left out.
+    func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(session, forKey: .session)
+    }
+
+    enum CodingKeys: String, CodingKey { case session }
+}
+
 /// Encodes the frames the server writes to clients.
 public enum FrameEncoding {
     /// Our own frame types: plain strings, numbers and flags, never a client's `data`, so the
@@ -53,22 +72,42 @@ public enum FrameEncoding {
 
     /// The frame a client receives for a pushed message (go-websocket's envelope plus `ts`),
     /// keys sorted, `data` spliced in as the business system sent it.
-    public static func push(messageId: String, payload: PushPayload, groupName: String?, ts: Int64, redelivered: Bool) -> String {
-        JSONWriter.object(capacity: payload.data.text.utf8.count + payload.msg.utf8.count + 160) { w in
+    public static func push(
+        messageId: String, payload: PushPayload, groupName: String?, ts: Int64, redelivered: Bool, pos: String? = nil,
+        recovered: Bool = false
+    ) -> String {
+        JSONWriter.object(capacity: payload.data.text.utf8.count + payload.msg.utf8.count + 200) { w in
             w.member("code", payload.code)
             w.member("data", payload.data)
             if let groupName { w.member("groupName", groupName) }
             w.member("messageId", messageId)
             w.member("msg", payload.msg)
+            if let pos { w.member("pos", pos) }
+            if recovered { w.member("recovered", true) }
             if redelivered { w.member("redelivered", true) }
             w.member("sendUserId", payload.sendUserId)
             w.member("ts", ts)
         }
     }
 
-    /// `{"code":0,"msg":"success","data":{"clientId":…}}`, the first frame of a connection.
-    public static func welcome(clientId: String) -> String {
-        encode(StatusFrame(code: 0, msg: "success", data: ClientIDData(clientId: clientId)))
+    /// `{"code":0,"msg":"success","data":{"clientId":…}}`, the first frame of a connection; one
+    /// that asked to resume also gets `resumed` and `recovered` or `reason`.
+    public static func welcome(clientId: String, resume: ResumeOutcome? = nil) -> String {
+        switch resume {
+        case nil:
+            return encode(StatusFrame(code: 0, msg: "success", data: ClientIDData(clientId: clientId)))
+        case .resumed(let count):
+            return encode(StatusFrame(code: 0, msg: "success", data: ResumedData(clientId: clientId, resumed: true, recovered: count)))
+        case .notResumed(let reason):
+            return encode(StatusFrame(code: 0, msg: "success", data: ResumedData(clientId: clientId, resumed: false, reason: reason)))
+        }
+    }
+
+    /// `{"code":1003,"msg":"session","data":{"session":…}}`: the token a reconnect resumes with,
+    /// after the welcome and after every change of groups; `session` is null when the client's
+    /// state is too large to carry (`SessionToken.maxSealedBytes`).
+    public static func session(_ token: String?) -> String {
+        encode(StatusFrame(code: 1003, msg: "session", data: SessionData(session: token)))
     }
 
     /// A refusal sent just before closing with 1008 (code -1001 or 4010).

@@ -101,11 +101,13 @@ public struct BusMessage: Sendable, Hashable {
         }
     }
 
-    /// The push frame a client receives, encoded once and shared by every recipient.
-    public func pushFrame() -> String? {
+    /// The push frame a client receives, encoded once and shared by every recipient on a node.
+    /// `pos` is the log cut just past the message (resume); `recovered` marks a frame a resume sent.
+    public func pushFrame(pos: String? = nil, recovered: Bool = false) -> String? {
         guard case .push(let payload) = body else { return nil }
         return FrameEncoding.push(
-            messageId: messageId, payload: payload, groupName: groupName, ts: acceptedAt, redelivered: redelivered)
+            messageId: messageId, payload: payload, groupName: groupName, ts: acceptedAt, redelivered: redelivered, pos: pos,
+            recovered: recovered)
     }
 }
 

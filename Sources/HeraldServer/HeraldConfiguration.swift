@@ -46,6 +46,10 @@ public struct HeraldConfiguration: Sendable {
     public var groupPresence = true
     public var journalCapacity = 100_000
     public var traceCapacity = 100_000
+    /// How old a resume's position may be, in seconds (by the time the fabric took its record).
+    public var resumeWindow: Double = 120
+    /// The most messages a resume recovers; more answers `resumed: false`.
+    public var resumeMaxMessages = 1_000
     /// How long shutdown waits for clients to take their 1001 close.
     public var shutdownGrace: Double = 2
     public var logLevel: Logger.Level = .info

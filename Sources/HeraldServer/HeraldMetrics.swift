@@ -12,6 +12,9 @@ struct HeraldMetrics: Sendable {
     let framesSent: Metrics.Counter
     let refusedConnections: Metrics.Counter
     let slowConsumerCloses: Metrics.Counter
+    /// Reconnects that resumed (`resumed: true`), and those answered `resumed: false`.
+    let resumes: Metrics.Counter
+    let resumesRefused: Metrics.Counter
     let idleCloses: Metrics.Counter
     let messagesPublished: Metrics.Counter
     /// Clients closed for breaking RFC 6455 or sending frames too fast (1002, 1007, 1008, 1009).
@@ -31,6 +34,8 @@ struct HeraldMetrics: Sendable {
         framesSent = Metrics.Counter(label: "herald_frames_sent_total", factory: factory)
         refusedConnections = Metrics.Counter(label: "herald_refused_connections_total", factory: factory)
         slowConsumerCloses = Metrics.Counter(label: "herald_slow_consumer_closes_total", factory: factory)
+        resumes = Metrics.Counter(label: "herald_resumes_total", factory: factory)
+        resumesRefused = Metrics.Counter(label: "herald_resumes_refused_total", factory: factory)
         idleCloses = Metrics.Counter(label: "herald_idle_closes_total", factory: factory)
         messagesPublished = Metrics.Counter(label: "herald_messages_published_total", factory: factory)
         protocolErrorCloses = Metrics.Counter(label: "herald_protocol_error_closes_total", factory: factory)

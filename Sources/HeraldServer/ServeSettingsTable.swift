@@ -92,6 +92,14 @@ extension ServeSetting {
                 "journal-capacity", \.journalCapacity, "Messages a standalone node keeps for /admin/replay.",
                 details: "Messages a standalone node keeps for `/admin/replay` (and at most about 256 MiB of them; the oldest go first).",
                 rule: .positive),
+            number(
+                "resume-window", \.resumeWindow, "Seconds a reconnect may resume from (its position's age).",
+                details: "How old, in seconds, the position a reconnect resumes from (`since`) may be, by the time the fabric took its record; older answers `resumed: false` (\"window exceeded\"). The same on every node.",
+                rule: .positive),
+            int(
+                "resume-max-messages", \.resumeMaxMessages, "The most messages a resume recovers.",
+                details: "The most messages a resume recovers; more answers `resumed: false` (\"too many messages\") and the client resyncs from its business system. The same on every node.",
+                rule: .positive),
             int(
                 "trace-capacity", \.traceCapacity, "Messages whose delivery events a standalone node keeps for /admin/trace.",
                 details: "Messages whose delivery events a standalone node keeps for `/admin/trace` (and at most about 64 MiB of events; the oldest go first).",

@@ -43,21 +43,35 @@ struct WebSocketEndpoint: Sendable {
         guard let system = found else {
             return .refused(code: -1001, message: "unknown systemId \(systemId)")
         }
-        guard system.clientAuth else { return .admitted(systemId: systemId, userId: "") }
+        guard system.clientAuth else {
+            return .admitted(systemId: systemId, userId: "", resume: resumeRequest(query, systemId: systemId, userId: ""))
+        }
         guard let token, !token.isEmpty else { return .refused(code: 4010, message: "token is required for this system") }
         do {
             let userId = try await node.tokens.verify(token, for: system)
-            return .admitted(systemId: systemId, userId: userId)
+            return .admitted(systemId: systemId, userId: userId, resume: resumeRequest(query, systemId: systemId, userId: userId))
         } catch {
             return .refused(code: 4010, message: "invalid or expired token")
         }
+    }
+
+    /// `resume=<session token>&since=<pos>`, checked: a token of this cluster, for this system
+    /// (and, with client auth, this user), and a position this version wrote. Nil without `resume`.
+    private func resumeRequest(_ query: Parameters, systemId: String, userId: String) -> ResumeRequest? {
+        guard let text = query.get("resume") else { return nil }
+        guard let token = SessionToken.open(text, with: node.router.codec), token.systemId == systemId else {
+            return .refused(reason: "bad token")
+        }
+        guard token.userId == userId || userId.isEmpty else { return .refused(reason: "bad token") }
+        guard let since = query.get("since").flatMap(LogCut.init(encoded:)) else { return .refused(reason: "bad position") }
+        return .resume(token, since: since)
     }
 
     /// The handler that serves an upgraded connection; an admitted one gets a fresh client ID.
     func session(for admission: WebSocketSession.Admission, channel: any Channel) -> WebSocketSession {
         let serial = node.serials.add(1, ordering: .relaxed).newValue
         var clientId = ""
-        if case .admitted(let systemId, _) = admission {
+        if case .admitted(let systemId, _, _) = admission {
             let identity = node.membership.local
             clientId = node.router.codec.seal(
                 ClientID(address: identity.address, slot: identity.slot, epoch: identity.epoch, serial: serial, systemId: systemId))

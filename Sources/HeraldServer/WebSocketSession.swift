@@ -21,7 +21,8 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
 
     /// What the endpoint decided when the upgrade was asked for.
     enum Admission: Sendable {
-        case admitted(systemId: String, userId: String)
+        /// `resume`: what the client asked to resume, if it did.
+        case admitted(systemId: String, userId: String, resume: ResumeRequest? = nil)
         case refused(code: Int, message: String)
         case goingAway
         /// Close 1013 (try again later) with this reason.
@@ -86,7 +87,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
         lastInbound = .now()
         lastPing = .now()
         switch admission {
-        case .admitted(let systemId, let userId):
+        case .admitted(let systemId, let userId, let resume):
             // A client that left during the upgrade is gone already: registering it would leave a
             // session that no channelInactive ever removes.
             guard context.channel.isActive else {
@@ -95,11 +96,22 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
             }
             // Registered before the welcome is written: if that write fails and closes the
             // channel, channelInactive finds the session registered and removes it.
-            node.registry.add(
-                node.registry.makeConnection(serial: serial, clientId: clientId, systemId: systemId, userId: userId, sink: self))
-            registered = true
+            let connection = node.registry.makeConnection(
+                serial: serial, clientId: clientId, systemId: systemId, userId: userId, sink: self)
+            switch resume {
+            case nil:
+                node.registry.add(connection)
+                registered = true
+                write(OutboundFrame(FrameEncoding.welcome(clientId: clientId)), context: context)
+            case .refused(let reason)?:
+                node.registry.add(connection)
+                registered = true
+                write(OutboundFrame(FrameEncoding.welcome(clientId: clientId, resume: .notResumed(reason: reason))), context: context)
+            case .resume(let token, let since)?:
+                start(resuming: token, since: since, connection: connection, context: context)
+            }
             node.metrics.connections.increment()
-            write(OutboundFrame(FrameEncoding.welcome(clientId: clientId)), context: context)
+            write(OutboundFrame(FrameEncoding.session(sessionToken())), context: context)
             context.flush()
         case .refused(let code, let message):
             node.metrics.refusedConnections.increment()
@@ -113,6 +125,58 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
         case .tryAgain(let reason):
             sendClose(code: .init(codeNumber: 1013), reason: reason, context: context)
         }
+    }
+
+    /// A resume: registers and joins the token's groups where no message slips between live
+    /// delivery and recovery, then writes the welcome and the recovered frames, oldest first,
+    /// before anything live (live frames go through the outbox, which drains after this).
+    private func start(resuming token: SessionToken, since: LogCut, connection: ConnectionRegistry.Connection, context: ChannelHandlerContext) {
+        let registry = node.registry
+        let serial = self.serial
+        var joined: [ConnectionRegistry.Change] = []
+        let limits = ResumeLimits(
+            windowMillis: Int64(node.configuration.resumeWindow * 1000), maxMessages: node.configuration.resumeMaxMessages)
+        let outcome = node.fabric.recover(token, since: since, limits: limits) {
+            registry.add(connection)
+            for binding in token.groups {
+                if case .bound(let change) = registry.bind(
+                    serial: serial, group: binding.group, userId: binding.userId, extend: binding.extend)
+                {
+                    joined.append(change)
+                }
+            }
+        }
+        if registry.connection(serial: serial) == nil { registry.add(connection) }
+        registered = true
+        switch outcome {
+        case .recovered(let messages):
+            write(OutboundFrame(FrameEncoding.welcome(clientId: clientId, resume: .resumed(recovered: messages.count))), context: context)
+            for (message, cut) in messages {
+                guard let text = message.pushFrame(pos: cut.encoded, recovered: true) else { continue }
+                write(OutboundFrame(text, messageId: message.messageId), context: context)
+            }
+            node.metrics.resumes.increment()
+            for change in joined { node.fabric.delivery.announce(.joined, change) }
+        case .refused(let reason):
+            // Not resumed: a fresh connection, without the old groups.
+            for change in joined { _ = registry.unbind(serial: serial, group: change.group) }
+            write(OutboundFrame(FrameEncoding.welcome(clientId: clientId, resume: .notResumed(reason: reason))), context: context)
+            node.metrics.resumesRefused.increment()
+        }
+    }
+
+    /// This connection's session token as it stands (nil when too large to carry).
+    private func sessionToken() -> String? {
+        guard case .admitted(let systemId, let userId, _) = admission else { return nil }
+        let token = SessionToken(
+            clientId: clientId, systemId: systemId, userId: userId, groups: node.registry.bindings(serial: serial) ?? [],
+            issuedAt: Clock.nowMillis())
+        return token.sealed(with: node.router.codec)
+    }
+
+    /// A bind or unbind was applied (any thread): the client gets its new token.
+    func groupsChanged() {
+        push(OutboundFrame(FrameEncoding.session(sessionToken())))
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {

@@ -44,7 +44,12 @@ struct RouterTests {
             return
         }
         #expect(ts >= before && ts <= after)
-        #expect(Set(frame.keys) == ["messageId", "sendUserId", "code", "msg", "data", "ts"])
+        // `pos`: where the journal stands past this message (resume), opaque and decodable.
+        guard case .string(let pos)? = frame["pos"], LogCut(encoded: pos) != nil else {
+            Issue.record("pos missing or not a log cut: \(String(describing: frame["pos"]))")
+            return
+        }
+        #expect(Set(frame.keys) == ["messageId", "sendUserId", "code", "msg", "data", "ts", "pos"])
     }
 
     @Test(arguments: [

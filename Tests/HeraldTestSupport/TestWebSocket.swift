@@ -109,6 +109,11 @@ public final class WSInbox: Sendable {
 
 public final class WSFlags: Sendable {
     public let autoPong = Atomic<Bool>(true)
+    /// Whether `next()` returns the server's 1003 session frames (it skips them by default,
+    /// as go-websocket-era clients ignore them, and keeps the latest token).
+    public let sessionFrames = Atomic<Bool>(false)
+    /// The latest session token seen (`{"code":1003,...,"data":{"session":…}}`).
+    public let session = Mutex<String?>(nil)
 }
 
 /// Writes the HTTP/1.1 upgrade request, parses the answer, then installs the WebSocket codec.
@@ -371,7 +376,8 @@ public final class TestWebSocket: Sendable {
         return TestWebSocket(channel: channel, inbox: inbox, flags: flags)
     }
 
-    /// The next event (pings are skipped unless `includePings`). Throws `WebSocketTimeout`.
+    /// The next event (pings are skipped unless `includePings`, session frames unless
+    /// `flags.sessionFrames`). Throws `WebSocketTimeout`.
     public func nextEvent(timeout: Duration = .seconds(5), includePings: Bool = false) async throws -> WSEvent {
         let deadline = ContinuousClock.now + timeout
         while true {
@@ -382,6 +388,10 @@ public final class TestWebSocket: Sendable {
                 throw WebSocketTimeout(what: "a WebSocket frame")
             }
             if case .ping = e, !includePings { continue }
+            if case .text(let t) = e, t.hasPrefix(#"{"code":1003,"#) {
+                flags.session.withLock { $0 = JSON.parse(t)?["data"]?["session"]?.string }
+                if !flags.sessionFrames.load(ordering: .relaxed) { continue }
+            }
             return e
         }
     }

@@ -437,6 +437,12 @@ class WS:
             raise AssertionError("not admitted: %r" % welcome)
         ws.welcome = welcome
         ws.client_id = welcome["data"]["clientId"]
+        # The session token follows the welcome at once: read it, so that raw frame reads
+        # see what the test provokes next.
+        session = ws.read_frame(timeout)
+        if not (session.opcode == OP_TEXT and session.payload.startswith(b'{"code":1003,')):
+            ws.close()
+            raise AssertionError("expected the session frame after the welcome, got %r" % (session,))
         return ws
 
     # -- send
@@ -505,6 +511,8 @@ class WS:
             if frame.opcode == OP_CLOSE:
                 raise AssertionError("server closed (code %s %r) while a data frame was awaited"
                                      % (frame.close_code, frame.payload[2:]))
+            if frame.opcode == OP_TEXT and frame.payload.startswith(b'{"code":1003,'):
+                continue  # the session token (resume), after the welcome and after binds
             return frame
 
     def read_push(self, timeout=5.0):
