@@ -32,15 +32,11 @@ struct KafkaPathCommand: AsyncParsableCommand {
     var out: String
 
     func run() async throws {
-        var settings: [String: String] = [
+        let settings: [String: String] = [
             "brokers": brokers, "topic": topic, "rates": rates, "stepSeconds": "\(stepSeconds)",
             "warmupSeconds": "\(warmupSeconds)", "payloadBytes": "\(payloadBytes)", "fetchWaitMs": "\(fetchWaitMs)",
             "p99LimitMs": "\(p99Limit)",
-        ]
-        for pair in setting {
-            let parts = pair.split(separator: "=", maxSplits: 1)
-            settings[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
-        }
+        ].merging(ScenarioRun.settings(fromPairs: setting)) { $1 }
         var result = ScenarioRun(scenario: "unicast", target: Report.kafkaPath, kind: "kafka", settings: settings)
         let scenario = KafkaPathScenario(
             brokers: brokers, topic: topic,
@@ -56,12 +52,7 @@ struct KafkaPathCommand: AsyncParsableCommand {
         } catch {
             result.harnessErrors.append("\(error)")
         }
-        try FileManager.default.createDirectory(
-            at: URL(fileURLWithPath: out).deletingLastPathComponent(), withIntermediateDirectories: true)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(result).write(to: URL(fileURLWithPath: out))
-        FileHandle.standardError.write(Data((Summary.line(result) + "\n").utf8))
+        try result.write(to: out)
         if !result.harnessErrors.isEmpty { throw ExitCode(2) }
     }
 }

@@ -94,20 +94,11 @@ struct KafkaPathScenario: Sendable {
             if n > 1 { duplicates += UInt64(n - 1) }
         }
         var errors = report.errorSamples
-        if lost > 0 { errors.append("\(lost) records not consumed") }
+        if lost > 0 { errors.append("\(lost) messages lost (not consumed)") }
         let latency = phase.latency.summary
-        let verdict: String
-        if report.errors > 0 {
-            verdict = "\(report.errors) produce errors"
-        } else if lost > 0 {
-            verdict = "\(lost) records not consumed"
-        } else if latency.p99 > p99LimitMillis {
-            verdict = String(format: "p99 %.1f ms over %.0f ms", latency.p99, p99LimitMillis)
-        } else if report.sendRate < 0.95 * rate {
-            verdict = String(format: "producer reached only %.0f/s", report.sendRate)
-        } else {
-            verdict = "ok"
-        }
+        let verdict = UnicastStep.verdict(
+            errors: report.errors, lost: lost, closed: false, p99: latency.p99, limit: p99LimitMillis,
+            sendRate: report.sendRate, rate: rate, noun: "produce", sender: "producer")
         return UnicastStep(
             rate: rate, seconds: secondsPerStep, published: report.ok, publishErrors: report.errors, received: received,
             lost: lost, duplicates: duplicates, deliveredDespiteError: 0, outOfOrder: phase.outOfOrder,

@@ -68,12 +68,7 @@ struct RunCommand: AsyncParsableCommand {
         } catch {
             result.harnessErrors.append("\(error)")
         }
-        try FileManager.default.createDirectory(
-            at: URL(fileURLWithPath: out).deletingLastPathComponent(), withIntermediateDirectories: true)
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        try encoder.encode(result).write(to: URL(fileURLWithPath: out))
-        FileHandle.standardError.write(Data((Summary.line(result) + "\n").utf8))
+        try result.write(to: out)
         if !result.harnessErrors.isEmpty { throw ExitCode(2) }
     }
 
@@ -99,11 +94,7 @@ struct RunCommand: AsyncParsableCommand {
             settings["p99LimitMs"] = "\(p99Limit)"
             settings["warmupSeconds"] = "\(warmupSeconds)"
         }
-        for pair in setting {
-            let parts = pair.split(separator: "=", maxSplits: 1)
-            settings[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
-        }
-        return settings
+        return settings.merging(ScenarioRun.settings(fromPairs: setting)) { $1 }
     }
 
     private func measure(into result: inout ScenarioRun) async throws {
@@ -167,4 +158,27 @@ struct RunCommand: AsyncParsableCommand {
         text.split(separator: ",").compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
     }
 
+}
+
+extension ScenarioRun {
+    /// `--setting key=value` options as a dictionary (a bare key gets "").
+    static func settings(fromPairs pairs: [String]) -> [String: String] {
+        var settings: [String: String] = [:]
+        for pair in pairs {
+            let parts = pair.split(separator: "=", maxSplits: 1)
+            guard let key = parts.first else { continue }
+            settings[String(key)] = parts.count > 1 ? String(parts[1]) : ""
+        }
+        return settings
+    }
+
+    /// Writes the run as JSON to `path` (creating its directory) and its one-line summary to stderr.
+    func write(to path: String) throws {
+        try FileManager.default.createDirectory(
+            at: URL(fileURLWithPath: path).deletingLastPathComponent(), withIntermediateDirectories: true)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(self).write(to: URL(fileURLWithPath: path))
+        FileHandle.standardError.write(Data((Summary.line(self) + "\n").utf8))
+    }
 }

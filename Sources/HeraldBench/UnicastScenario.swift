@@ -89,20 +89,9 @@ struct UnicastScenario: Sendable {
         closes = closes.filter { $0.value > 0 }
         if !closes.isEmpty { errors.append("the server closed clients: \(closes)") }
         let latency = received.latency.summary
-        let verdict: String
-        if report.errors > 0 {
-            verdict = "\(report.errors) publish errors"
-        } else if lost > 0 {
-            verdict = "\(lost) messages lost"
-        } else if !closes.isEmpty {
-            verdict = "clients closed by the server"
-        } else if latency.p99 > p99LimitMillis {
-            verdict = String(format: "p99 %.1f ms over %.0f ms", latency.p99, p99LimitMillis)
-        } else if report.sendRate < 0.95 * rate {
-            verdict = String(format: "publisher reached only %.0f/s", report.sendRate)
-        } else {
-            verdict = "ok"
-        }
+        let verdict = UnicastStep.verdict(
+            errors: report.errors, lost: lost, closed: !closes.isEmpty, p99: latency.p99, limit: p99LimitMillis,
+            sendRate: report.sendRate, rate: rate)
         let cpu = meter.figures(from: cpuStart, to: cpuEnd)
         return UnicastStep(
             rate: rate, seconds: secondsPerStep, published: report.ok, publishErrors: report.errors,
@@ -113,5 +102,20 @@ struct UnicastScenario: Sendable {
             bottleneck: cpu.bottleneck(publisher: report, rate: rate, connections: env.publisherConnections),
             passed: verdict == "ok",
             verdict: verdict, errors: errors)
+    }
+}
+
+extension UnicastStep {
+    /// Why a step of a unicast ramp failed, in the order that matters, or "ok".
+    static func verdict(
+        errors: Int, lost: UInt64, closed: Bool, p99: Double, limit: Double, sendRate: Double, rate: Double,
+        noun: String = "publish", sender: String = "publisher"
+    ) -> String {
+        if errors > 0 { return "\(errors) \(noun) errors" }
+        if lost > 0 { return "\(lost) messages lost" }
+        if closed { return "clients closed by the server" }
+        if p99 > limit { return String(format: "p99 %.1f ms over %.0f ms", p99, limit) }
+        if sendRate < 0.95 * rate { return String(format: "%@ reached only %.0f/s", sender, sendRate) }
+        return "ok"
     }
 }
