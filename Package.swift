@@ -159,7 +159,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ClusterTests",
-            dependencies: ["HeraldTestSupport"],
+            dependencies: ["HeraldTestSupport", "HeraldCore"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -23,6 +23,9 @@ public final class ClusterFabric: Sendable {
     public let trace: KafkaTraceRecorder
     /// Replay and trace over Kafka, for /admin.
     public let replay: ClusterReplay
+    /// Resumes: what a reconnecting client missed, read back from Kafka.
+    private let recovery: ClusterRecovery
+    private let codec: ClientIDCodec
     private let admin: KafkaAdmin
     private let membershipHTTP: HTTPClient
     private let consumer: FabricConsumer
@@ -84,6 +87,10 @@ public final class ClusterFabric: Sendable {
             etcd: etcd, membership: membership, keys: settings.etcdKeys, lookups: SystemLookupGuard())
         let consumer = FabricConsumer(settings: settings, admin: admin, codec: codec, delivery: delivery, logger: logger)
         self.consumer = consumer
+        self.codec = codec
+        self.recovery = ClusterRecovery(
+            scanner: KafkaScanner(kafka: settings.kafka, logger: logger), admin: admin, codec: codec,
+            unicastTopic: settings.unicastTopic, broadcastTopic: settings.broadcastTopic, logger: logger)
         self.presence = ClusterPresence(
             local: LocalPresence(registry: registry, membership: membership), membership: membership, settings: settings,
             http: peerHTTP,
@@ -94,6 +101,36 @@ public final class ClusterFabric: Sendable {
     public func hasDelivered(_ placement: Placement) -> Bool {
         consumer.hasDelivered(topic: placement.topic, partition: placement.partition, offset: placement.offset)
     }
+
+    /// A resume (docs/architecture.md, "Resume"): once this node's stream has passed the
+    /// client's position on its partitions, `attach` runs between two deliveries (from then on
+    /// the connection gets its messages live), and what lies between the position and that
+    /// moment is read back from Kafka. Refusals run no `attach`.
+    public func recover(_ token: SessionToken, since: LogCut, limits: ResumeLimits, attach: () -> Void) async -> ResumeRecovery {
+        guard Clock.nowMillis() - since.at <= limits.windowMillis else { return .refused("window exceeded") }
+        // The position must be the old connection's own (its slot and epoch), or a recovered
+        // frame's on this fabric; the layout of the broadcast topic must not have changed.
+        guard let old = try? codec.open(token.clientId), old.belongs(to: token.systemId) else { return .refused("bad token") }
+        guard since.slot == old.slot, since.epoch == old.epoch else { return .refused("bad position") }
+        let count = since.broadcast.count
+        guard count > 0, (0..<Int32(count)).allSatisfy({ consumer.position(topic: settings.broadcastTopic, partition: $0) != nil }),
+            consumer.position(topic: settings.broadcastTopic, partition: Int32(count)) == nil
+        else { return .refused("the log's layout changed") }
+        let partitions = ClusterRecovery.partitions(of: token, count: count)
+        // This node may be behind the old one on a partition: what it has not delivered yet
+        // would reach the connection live although the client had it already.
+        let waitUntil = ContinuousClock.now + Self.catchUpTimeout
+        while !partitions.allSatisfy({ (consumer.position(topic: settings.broadcastTopic, partition: $0) ?? 0) >= since.broadcast[Int($0)] }) {
+            guard ContinuousClock.now < waitUntil else { return .unavailable("this node is behind the log; retry") }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        let local = membership.local
+        guard let upto = consumer.betweenRecords(epoch: local.epoch, attach) else { return .unavailable("not consuming; retry") }
+        return await recovery.recover(token, since: since, upto: upto, limits: limits)
+    }
+
+    /// How long a resume waits for this node to reach the client's position.
+    static let catchUpTimeout: Duration = .seconds(3)
 
     /// Ready: holds a slot, consumes its partitions, etcd answers, and Kafka answers.
     public var isReady: Bool {

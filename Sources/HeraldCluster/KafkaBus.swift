@@ -119,6 +119,23 @@ final class FabricConsumer: Sendable {
     /// broker lost its log: what it holds now was all written since).
     private let restartRequested = Atomic<Bool>(false)
     private let current = Mutex<KafkaConsumer?>(nil)
+    /// The cut just past the last record handed to delivery; held while one is delivered.
+    private let stream = Mutex(LogCut(slot: 0, epoch: 0, unicast: 0, broadcast: [], at: 0))
+
+    /// Runs `body` between two deliveries and answers the cut it ran at: every record before
+    /// it was delivered before `body`, every later one after. Nil when not consuming `epoch`.
+    func betweenRecords(epoch: UInt64, _ body: () -> Void) -> LogCut? {
+        stream.withLock { cut in
+            guard cut.epoch == epoch, isConsuming(epoch: epoch) else { return nil }
+            body()
+            return cut
+        }
+    }
+
+    /// The next offset to deliver on `partition` of `topic`, if it is assigned.
+    func position(topic: String, partition: Int32) -> Int64? {
+        positions.withLock { $0["\(topic)/\(partition)"] }
+    }
 
     /// Reads every partition again from its start: for a broker that came back empty.
     func restartFromStart() {
@@ -166,23 +183,28 @@ final class FabricConsumer: Sendable {
                 consumingEpoch.store(identity.epoch, ordering: .releasing)
                 logger.info("consuming", metadata: ["slot": "\(identity.slot)", "epoch": "\(identity.epoch)"])
                 // Where the one stream of records stands on each partition: the `pos` of each frame.
-                var cut = startingCut(for: identity)
+                let start = startingCut(for: identity)
+                stream.withLock { $0 = start }
                 await withTaskCancellationHandler {
                     for await record in consumer.records {
                         defer {
                             positions.withLock { $0["\(record.topic)/\(record.partition)"] = record.offset + 1 }
                         }
                         let placement = Placement(topic: record.topic, partition: record.partition, offset: record.offset)
-                        cut.advance(
-                            past: placement, at: record.timestamp, unicastTopic: settings.unicastTopic,
-                            broadcastTopic: settings.broadcastTopic)
-                        guard let message = WireFormat.decode(record.value, codec: codec) else {
+                        let message = WireFormat.decode(record.value, codec: codec)
+                        // Delivered under the stream lock: a resume joins the stream between two
+                        // records, at a cut it knows (`betweenRecords`).
+                        stream.withLock { current in
+                            current.advance(
+                                past: placement, at: record.timestamp, unicastTopic: settings.unicastTopic,
+                                broadcastTopic: settings.broadcastTopic)
+                            if let message { delivery.deliver(message, cut: current) }
+                        }
+                        if message == nil {
                             logger.warning(
                                 "skipping a record that is not a Herald message",
                                 metadata: ["topic": .string(record.topic), "offset": "\(record.offset)"])
-                            continue
                         }
-                        delivery.deliver(message, cut: cut)
                     }
                 } onCancel: {
                     consumer.close()

@@ -51,45 +51,104 @@ public struct KafkaScanner: Sendable {
                 ends["\(topic)/\(partition)"] = mark.high
             }
         }
-        guard !assignments.isEmpty else { return }
+        let ranges = assignments.map { assignment -> Range in
+            let start: Int64 = if case .at(let offset) = assignment.offset { offset } else { 0 }
+            return Range(topic: assignment.topic, partition: assignment.partition, from: start, to: nil)
+        }
+        _ = try await read(ranges, ends: ends, visit: visit, progress: progress)
+    }
+
+    /// Part of one partition: offsets from `from`, up to `to` (excluded), or to the partition's
+    /// end as the scan finds it when `to` is nil.
+    public struct Range: Sendable, Hashable {
+        public var topic: String
+        public var partition: Int32
+        public var from: Int64
+        public var to: Int64?
+
+        public init(topic: String, partition: Int32, from: Int64, to: Int64?) {
+            self.topic = topic
+            self.partition = partition
+            self.from = from
+            self.to = to
+        }
+
+        var key: String { "\(topic)/\(partition)" }
+    }
+
+    /// Calls `visit` with every record of `ranges`, in offset order within a partition; answers
+    /// whether every range was read to its end before `deadline` (false: a stall or the
+    /// deadline stopped it, and what was visited is only part of it). Reads only the ranges.
+    public func scan(
+        _ ranges: [Range], admin: KafkaAdmin, deadline: Duration, visit: @escaping @Sendable (KafkaRecord) -> Void
+    ) async throws -> Bool {
+        var ends: [String: Int64] = [:]
+        for range in ranges where range.to == nil {
+            ends[range.key] = try await admin.watermarks(range.topic, partition: range.partition).high
+        }
+        return try await read(ranges, ends: ends, deadline: deadline, visit: visit)
+    }
+
+    /// Reads `ranges` until each reached its end (`to`, else `ends` or the fetch-reported
+    /// high-water mark), nothing came for `stallTimeout`, or `deadline` passed.
+    private func read(
+        _ ranges: [Range], ends: [String: Int64], deadline: Duration? = nil,
+        visit: @escaping @Sendable (KafkaRecord) -> Void, progress: @escaping @Sendable (Int) -> Void = { _ in }
+    ) async throws -> Bool {
+        let ranges = ranges.filter { range in range.to.map { range.from < $0 } ?? true }
+        guard !ranges.isEmpty else { return true }
+        let started = ContinuousClock.now
+        let limits = Dictionary(ranges.map { ($0.key, $0.to) }, uniquingKeysWith: { first, _ in first })
         let consumer = try KafkaConsumer(
             config: [
                 "bootstrap.servers": kafka, "fetch.wait.max.ms": String(fetchWaitMillis),
                 "enable.partition.eof": "false",
             ],
-            assignments: assignments, logger: logger)
+            assignments: ranges.map { ($0.topic, $0.partition, KafkaOffset.at($0.from)) }, logger: logger)
         let state = Mutex(ScanState(lastRecord: .now))
         let reader = Task {
             for await record in consumer.records {
+                let key = "\(record.topic)/\(record.partition)"
+                if let limit = limits[key] ?? nil, record.offset >= limit {
+                    state.withLock { $0.next[key] = max($0.next[key] ?? 0, record.offset + 1) }
+                    continue
+                }
                 visit(record)
                 let count = state.withLock { state in
                     state.read += 1
                     state.lastRecord = .now
-                    state.next["\(record.topic)/\(record.partition)"] = record.offset + 1
+                    state.next[key] = record.offset + 1
                     return state.read
                 }
                 if count % 10_000 == 0 { progress(count) }
             }
         }
         // Finished when every partition has reached its end, or nothing came for a while.
+        var complete = false
         while true {
-            try? await Task.sleep(for: .milliseconds(50))
+            try? await Task.sleep(for: .milliseconds(deadline == nil ? 50 : 5))
             let (next, idle) = state.withLock { ($0.next, ContinuousClock.now - $0.lastRecord) }
-            let pending = assignments.filter { assignment in
-                let key = "\(assignment.topic)/\(assignment.partition)"
-                let start: Int64 = if case .at(let offset) = assignment.offset { offset } else { 0 }
-                let position = next[key] ?? start
-                let end = max(ends[key] ?? 0, consumer.cachedWatermarks(topic: assignment.topic, partition: assignment.partition)?.high ?? 0)
+            let pending = ranges.filter { range in
+                let position = next[range.key] ?? range.from
+                let end =
+                    range.to
+                    ?? max(ends[range.key] ?? 0, consumer.cachedWatermarks(topic: range.topic, partition: range.partition)?.high ?? 0)
                 return position < end
             }
             // Done when every partition reached its end. A partition whose end the broker
             // overstated, or a broker gone quiet, stops the scan after a stall, not never.
-            if pending.isEmpty || idle > stallTimeout { break }
+            if pending.isEmpty {
+                complete = true
+                break
+            }
+            if idle > stallTimeout { break }
+            if let deadline, ContinuousClock.now - started > deadline { break }
         }
         consumer.close()
         reader.cancel()
         _ = await reader.value
         progress(state.withLock { $0.read })
+        return complete
     }
 
     struct ScanState {

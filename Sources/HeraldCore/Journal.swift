@@ -98,7 +98,7 @@ public final class MessageJournal: Sendable {
     /// follows reaches it live), then collects what `matches` after `since` up to this moment.
     /// Nothing is both recovered and live, nothing neither.
     public func recover(
-        since: LogCut, slot: UInt32, epoch: UInt64, limit: Int, matching: (JournalRecord) -> Bool, attach: () -> Void
+        since: LogCut, slot: UInt32, epoch: UInt64, limits: ResumeLimits, matching: (JournalRecord) -> Bool, attach: () -> Void
     ) -> Recovery {
         state.withLock { state in
             attach()
@@ -112,6 +112,7 @@ public final class MessageJournal: Sendable {
             else { return .notKept }
             var cut = since
             var found: [(record: JournalRecord, cut: LogCut)] = []
+            var bytes = 0
             for record in state.records[state.head...] {
                 let p = record.placement
                 let after: Bool
@@ -123,7 +124,8 @@ public final class MessageJournal: Sendable {
                 guard after else { continue }
                 cut.advance(past: p, at: record.timestamp, unicastTopic: Topics.unicast, broadcastTopic: Topics.broadcast)
                 guard matching(record) else { continue }
-                if found.count == limit { return .tooMany }
+                bytes += ResumeRecovery.size(of: record.message)
+                if found.count == limits.maxMessages || bytes > limits.maxBytes { return .tooMany }
                 found.append((record, cut))
             }
             return .records(found)

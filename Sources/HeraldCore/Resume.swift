@@ -197,14 +197,17 @@ public enum ResumeOutcome: Sendable, Hashable {
     case notResumed(reason: String)
 }
 
-/// The bounds every node applies to a resume (`--resume-window`, `--resume-max-messages`).
+/// The bounds every node applies to a resume (`--resume-window`, `--resume-max-messages`,
+/// and the client's outbound queue in bytes: what it recovers is queued for it at once).
 public struct ResumeLimits: Sendable, Hashable {
     public var windowMillis: Int64
     public var maxMessages: Int
+    public var maxBytes: Int
 
-    public init(windowMillis: Int64, maxMessages: Int) {
+    public init(windowMillis: Int64, maxMessages: Int, maxBytes: Int = .max) {
         self.windowMillis = windowMillis
         self.maxMessages = maxMessages
+        self.maxBytes = maxBytes
     }
 }
 
@@ -212,7 +215,16 @@ public struct ResumeLimits: Sendable, Hashable {
 public enum ResumeRecovery: Sendable {
     /// The messages, oldest first, each with the cut just past it (its frame's `pos`).
     case recovered([(message: BusMessage, cut: LogCut)])
+    /// Not resumable (the client is told why and resyncs from its business system).
     case refused(String)
+    /// Not now (Kafka did not answer, too many resumes at once): the client is closed 1013 and
+    /// may try the same resume again.
+    case unavailable(String)
+
+    /// What a recovered message costs the client's queue: its push frame's bytes.
+    public static func size(of message: BusMessage) -> Int {
+        message.pushFrame(pos: "", recovered: true)?.utf8.count ?? 0
+    }
 
     /// Whether `message` was pushed to the token's client: to its old ID, one of its groups
     /// or its system.

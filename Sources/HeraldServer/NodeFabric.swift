@@ -31,7 +31,7 @@ protocol NodeFabric: Sendable {
     /// where no message can slip between live delivery and recovery, then gives the push
     /// messages after `since` for the token's old client ID, groups or system, oldest first,
     /// each with the cut just past it; or why not (nothing is then recovered).
-    func recover(_ token: SessionToken, since: LogCut, limits: ResumeLimits, attach: () -> Void) -> ResumeRecovery
+    func recover(_ token: SessionToken, since: LogCut, limits: ResumeLimits, attach: () -> Void) async -> ResumeRecovery
     /// The fabric's own work (membership, consumption, probes), until cancelled.
     func run() async
 }
@@ -83,12 +83,12 @@ final class StandaloneFabric: NodeFabric {
     /// The local bus applies a message before `publish` returns.
     func awaitApplied(_ placement: Placement, timeout: Duration) async -> Bool { true }
 
-    func recover(_ token: SessionToken, since: LogCut, limits: ResumeLimits, attach: () -> Void) -> ResumeRecovery {
+    func recover(_ token: SessionToken, since: LogCut, limits: ResumeLimits, attach: () -> Void) async -> ResumeRecovery {
         let identity = membership.local
         let groups = Set(token.groups.map(\.group))
         guard Clock.nowMillis() - since.at <= limits.windowMillis else { return .refused("window exceeded") }
         let outcome = journal.recover(
-            since: since, slot: identity.slot, epoch: identity.epoch, limit: limits.maxMessages,
+            since: since, slot: identity.slot, epoch: identity.epoch, limits: limits,
             matching: { record in ResumeRecovery.isFor(token, groups: groups, record.message) }, attach: attach)
         switch outcome {
         case .records(let found): return .recovered(found.map { ($0.record.message, $0.cut) })
@@ -118,11 +118,8 @@ struct ClusterNodeFabric: NodeFabric {
     var acceptsClients: Bool { cluster.acceptsClients }
     var problem: String? { cluster.isReady ? nil : cluster.problem ?? "starting" }
 
-    /// Resume reads the old slot's partition and the groups' broadcast partitions from Kafka:
-    /// not built yet (issue 13). A cluster client that asks is admitted afresh and told so.
-    func recover(_ token: SessionToken, since: LogCut, limits: ResumeLimits, attach: () -> Void) -> ResumeRecovery {
-        attach()
-        return .refused("resume is not available on a cluster yet")
+    func recover(_ token: SessionToken, since: LogCut, limits: ResumeLimits, attach: () -> Void) async -> ResumeRecovery {
+        await cluster.recover(token, since: since, limits: limits, attach: attach)
     }
 
     func liveNodes(localConnections: Int) -> [NodeInfo] {

@@ -66,6 +66,9 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
     /// The ids of the last pushes written, oldest overwritten first.
     private var recentPushes: [String] = []
     private var recentPushesNext = 0
+    /// Set while a resume is being found: live frames wait in `held` until it is written.
+    private var resuming = false
+    private var held: [(framed: ByteBuffer, size: Int, messageId: String?)] = []
 
     init(serial: UInt64, clientId: String, admission: Admission, node: HeraldNodeServices, channel: any Channel) {
         self.serial = serial
@@ -108,7 +111,9 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
                 registered = true
                 write(OutboundFrame(FrameEncoding.welcome(clientId: clientId, resume: .notResumed(reason: reason))), context: context)
             case .resume(let token, let since)?:
-                start(resuming: token, since: since, connection: connection, context: context)
+                node.metrics.connections.increment()
+                start(resuming: token, since: since, connection: connection)
+                return
             }
             node.metrics.connections.increment()
             write(OutboundFrame(FrameEncoding.session(sessionToken())), context: context)
@@ -127,42 +132,101 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
         }
     }
 
-    /// A resume: registers and joins the token's groups where no message slips between live
-    /// delivery and recovery, then writes the welcome and the recovered frames, oldest first,
-    /// before anything live (live frames go through the outbox, which drains after this).
-    private func start(resuming token: SessionToken, since: LogCut, connection: ConnectionRegistry.Connection, context: ChannelHandlerContext) {
+    /// A resume. The fabric runs the attach (register, join the token's groups) where no
+    /// message slips between live delivery and recovery, then finds what the client missed
+    /// (from the journal, or from Kafka on a cluster: a wait). Live frames pushed meanwhile are
+    /// held, still counted against the queue's bounds; the welcome, the recovered frames
+    /// (oldest first) and the session frame go out before them.
+    private func start(resuming token: SessionToken, since: LogCut, connection: ConnectionRegistry.Connection) {
+        resuming = true
+        registered = true
         let registry = node.registry
         let serial = self.serial
-        var joined: [ConnectionRegistry.Change] = []
+        let fabric = node.fabric
         let limits = ResumeLimits(
-            windowMillis: Int64(node.configuration.resumeWindow * 1000), maxMessages: node.configuration.resumeMaxMessages)
-        let outcome = node.fabric.recover(token, since: since, limits: limits) {
-            registry.add(connection)
-            for binding in token.groups {
-                if case .bound(let change) = registry.bind(
-                    serial: serial, group: binding.group, userId: binding.userId, extend: binding.extend)
-                {
-                    joined.append(change)
+            windowMillis: Int64(node.configuration.resumeWindow * 1000), maxMessages: node.configuration.resumeMaxMessages,
+            maxBytes: limitBytes)
+        let joined = Mutex<[ConnectionRegistry.Change]>([])
+        Task {
+            let outcome = await fabric.recover(token, since: since, limits: limits) {
+                registry.add(connection)
+                var changes: [ConnectionRegistry.Change] = []
+                for binding in token.groups {
+                    if case .bound(let change) = registry.bind(
+                        serial: serial, group: binding.group, userId: binding.userId, extend: binding.extend)
+                    {
+                        changes.append(change)
+                    }
                 }
+                joined.withLock { $0 = changes }
             }
+            // Gone while it was attached: `unregister` may have run before the attach.
+            if self.closing.load(ordering: .relaxed) {
+                _ = registry.remove(serial: serial)
+                return
+            }
+            let changes = joined.withLock { $0 }
+            self.onLoop { session, context in session.finishResume(outcome, joined: changes, connection: connection, context: context) }
         }
-        if registry.connection(serial: serial) == nil { registry.add(connection) }
-        registered = true
+    }
+
+    private func finishResume(
+        _ outcome: ResumeRecovery, joined: [ConnectionRegistry.Change], connection: ConnectionRegistry.Connection,
+        context: ChannelHandlerContext
+    ) {
+        resuming = false
+        let registry = node.registry
+        guard !closeSent else { return }
         switch outcome {
         case .recovered(let messages):
+            // The new session before the recovered frames: their positions are the new
+            // connection's, so a client cut off among them resumes with the new token.
             write(OutboundFrame(FrameEncoding.welcome(clientId: clientId, resume: .resumed(recovered: messages.count))), context: context)
+            write(OutboundFrame(FrameEncoding.session(sessionToken())), context: context)
             for (message, cut) in messages {
                 guard let text = message.pushFrame(pos: cut.encoded, recovered: true) else { continue }
                 write(OutboundFrame(text, messageId: message.messageId), context: context)
+                rememberPush(message.messageId)
             }
             node.metrics.resumes.increment()
             for change in joined { node.fabric.delivery.announce(.joined, change) }
+            releaseHeld(context: context)
         case .refused(let reason):
-            // Not resumed: a fresh connection, without the old groups.
+            // Not resumed: a fresh connection, without the old groups; what was held came
+            // through them (or before the welcome) and is dropped.
             for change in joined { _ = registry.unbind(serial: serial, group: change.group) }
+            if registry.connection(serial: serial) == nil { registry.add(connection) }
+            dropHeld()
             write(OutboundFrame(FrameEncoding.welcome(clientId: clientId, resume: .notResumed(reason: reason))), context: context)
+            write(OutboundFrame(FrameEncoding.session(sessionToken())), context: context)
             node.metrics.resumesRefused.increment()
+        case .unavailable(let reason):
+            // Not now: the client may ask the same resume again.
+            for change in joined { _ = registry.unbind(serial: serial, group: change.group) }
+            dropHeld()
+            node.metrics.resumesRefused.increment()
+            sendClose(code: .init(codeNumber: 1013), reason: reason, context: context)
         }
+        context.flush()
+    }
+
+    /// Writes the live frames held while the resume was found, in the order they came.
+    private func releaseHeld(context: ChannelHandlerContext) {
+        let frames = held
+        held = []
+        var written = 0
+        for frame in frames {
+            _ = writeQueued(frame.framed, size: frame.size, messageId: frame.messageId, written: &written)
+        }
+        countFrames(written)
+    }
+
+    private func dropHeld() {
+        for frame in held {
+            queued.subtract(1, ordering: .relaxed)
+            queuedBytes.subtract(frame.size, ordering: .relaxed)
+        }
+        held = []
     }
 
     /// This connection's session token as it stands (nil when too large to carry).
@@ -396,6 +460,11 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
     /// adds the frame to `written` if it was written. `framed` is the whole frame (shared by the
     /// loop's sessions), `size` its text's bytes as `push` counted them.
     func writeQueued(_ framed: ByteBuffer, size: Int, messageId: String?, written: inout Int) -> Bool {
+        if resuming {
+            // Still counted as queued: held frames are bounded like any others.
+            held.append((framed, size, messageId))
+            return false
+        }
         queued.subtract(1, ordering: .relaxed)
         queuedBytes.subtract(size, ordering: .relaxed)
         guard let context, !closeSent else { return false }

@@ -265,35 +265,3 @@ extension Duration {
         return Double(s) + Double(atto) / 1e18
     }
 }
-
-extension ClusterSuite {
-    /// What a cluster gives for resume today: positions and session tokens; recovery itself is
-    /// still to come (issue 13), and a resuming client is told so.
-    @Suite("Cluster resume, so far")
-    struct ClusterResumeTests {
-        @Test("cross-node pushes carry pos, clients get session tokens, and a resume is answered resumed:false with the reason")
-        func positionsTokensAndRefusal() async throws {
-            let system = try await LocalCluster.registerSystem()
-            let node1 = LocalCluster.nodes[0]
-            let node2 = LocalCluster.nodes[1]
-            let client = try await system.via(node1).connect()
-            let first = try await system.via(node2).send(to: client.clientId)
-            let f1 = try await nextNonPresence(client.ws)
-            #expect(f1["messageId"]?.string == first)
-            let pos1 = try #require(f1["pos"]?.string, "a cross-node push carries pos: \(f1)")
-            _ = try await system.via(node2).send(to: client.clientId)
-            let f2 = try await nextNonPresence(client.ws)
-            let pos2 = try #require(f2["pos"]?.string)
-            #expect(pos1 != pos2)
-            let token = try #require(client.ws.flags.session.withLock { $0 }, "the session frame after the welcome")
-            try await client.ws.close()
-            let ws = try await TestWebSocket.connect(
-                host: node2.host, port: node2.port, path: "/ws?systemId=\(system.id)&resume=\(token)&since=\(pos2)")
-            defer { Task { try? await ws.close() } }
-            let welcome = try await ws.nextJSON()
-            #expect(welcome["data"]?["resumed"]?.bool == false, "\(welcome)")
-            #expect(welcome["data"]?["reason"]?.string == "resume is not available on a cluster yet", "\(welcome)")
-            #expect(welcome["data"]?["clientId"]?.string != nil)
-        }
-    }
-}

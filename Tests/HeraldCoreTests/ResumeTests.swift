@@ -77,7 +77,7 @@ struct ResumeCoreTests {
         let token = SessionToken(clientId: "old", systemId: "s", userId: "", groups: [.init(group: "g", userId: "", extend: "")], issuedAt: 0)
         var attached = false
         let outcome = journal.recover(
-            since: since, slot: 0, epoch: 7, limit: 10,
+            since: since, slot: 0, epoch: 7, limits: ResumeLimits(windowMillis: 0, maxMessages: 10),
             matching: { ResumeRecovery.isFor(token, groups: ["g"], $0.message) }, attach: { attached = true })
         #expect(attached)
         guard case .records(let found) = outcome else {
@@ -89,16 +89,25 @@ struct ResumeCoreTests {
         #expect(found[0].cut.unicast == since.unicast + 1)
         #expect(found[2].cut.broadcast == [since.broadcast[0] + 3])
         let end = journal.cut(slot: 0, epoch: 7)
-        guard case .records(let none) = journal.recover(since: end, slot: 0, epoch: 7, limit: 10, matching: { _ in true }, attach: {}) else {
+        guard case .records(let none) = journal.recover(since: end, slot: 0, epoch: 7, limits: ResumeLimits(windowMillis: 0, maxMessages: 10), matching: { _ in true }, attach: {}) else {
             Issue.record("expected no records")
             return
         }
         #expect(none.isEmpty)
-        if case .tooMany = journal.recover(since: since, slot: 0, epoch: 7, limit: 2, matching: { ResumeRecovery.isFor(token, groups: ["g"], $0.message) }, attach: {}) {
+        if case .tooMany = journal.recover(since: since, slot: 0, epoch: 7, limits: ResumeLimits(windowMillis: 0, maxMessages: 2), matching: { ResumeRecovery.isFor(token, groups: ["g"], $0.message) }, attach: {}) {
         } else {
             Issue.record("three to recover over a limit of two is too many")
         }
-        if case .notKept = journal.recover(since: since, slot: 0, epoch: 8, limit: 10, matching: { _ in true }, attach: {}) {
+        // Bounded in bytes too: three frames do not fit in the bytes of two.
+        let twoFrames = found.prefix(2).reduce(0) { $0 + ResumeRecovery.size(of: $1.record.message) }
+        if case .tooMany = journal.recover(
+            since: since, slot: 0, epoch: 7, limits: ResumeLimits(windowMillis: 0, maxMessages: 10, maxBytes: twoFrames + 1),
+            matching: { ResumeRecovery.isFor(token, groups: ["g"], $0.message) }, attach: {})
+        {
+        } else {
+            Issue.record("three frames over a byte limit of two is too many")
+        }
+        if case .notKept = journal.recover(since: since, slot: 0, epoch: 8, limits: ResumeLimits(windowMillis: 0, maxMessages: 10), matching: { _ in true }, attach: {}) {
         } else {
             Issue.record("a cut from another epoch cannot be recovered from")
         }
@@ -111,7 +120,7 @@ struct ResumeCoreTests {
         for k in 0..<5 {
             _ = journal.append(message("m\(k)", .system), topic: Topics.broadcast, partition: 0, at: 0)
         }
-        if case .notKept = journal.recover(since: since, slot: 0, epoch: 1, limit: 10, matching: { _ in true }, attach: {}) {
+        if case .notKept = journal.recover(since: since, slot: 0, epoch: 1, limits: ResumeLimits(windowMillis: 0, maxMessages: 10), matching: { _ in true }, attach: {}) {
         } else {
             Issue.record("the journal kept only the last 3 of 5")
         }
