@@ -31,6 +31,7 @@ public struct HeraldNode: Sendable {
         AdminController(node: services).register(to: router)
         InternalController(node: services).register(to: router)
         WebSocketEndpoint(node: services).register(to: router)
+        ClientScriptController().register(to: router)
         routeTable.register(on: router, node: services)
 
         let logger = self.logger
