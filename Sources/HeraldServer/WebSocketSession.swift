@@ -219,6 +219,8 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
             _ = writeQueued(frame.framed, size: frame.size, messageId: frame.messageId, written: &written)
         }
         countFrames(written)
+        // Flushed by the caller, outside any outbox pass: the next pass must flush again.
+        awaitingFlush = false
     }
 
     private func dropHeld() {

@@ -132,6 +132,45 @@ extension ClusterSuite {
         @Test("the same after a network cut (the socket dropped, the node alive)")
         func afterNetworkCut() async throws { try await lossless(.networkCut) }
 
+        @Test("sends that go on while the client resumes: each arrives once, recovered or live, in the order sent")
+        func sendsDuringTheResume() async throws {
+            let r = try await Self.resumable()
+            try await r.client.ws.channel.close()
+            let sender = r.system.via(LocalCluster.node(2))
+            let group = r.groups[0]
+            let sending = Task {
+                var sent: [String] = []
+                for k in 0..<150 {
+                    let data = try await sender.ok("send_to_group", ["groupName": .string(group), "data": .number(Double(k))])
+                    if let id = data["messageId"]?.string { sent.append(id) }
+                }
+                return sent
+            }
+            try await Task.sleep(for: .milliseconds(100))
+            let ws = try await Self.reconnect(r)
+            defer { Task { try? await ws.close() } }
+            let welcome = try await ws.nextJSON(timeout: .seconds(15))
+            #expect(welcome["data"]?["resumed"]?.bool == true, "\(welcome)")
+            let recoveredCount = try #require(welcome["data"]?["recovered"]?.int)
+            let sent = try await sending.value
+            var got: [String] = []
+            var recovered = 0
+            while got.count < sent.count {
+                guard let frame = try? await nextNonPresence(ws) else {
+                    Issue.record("\(got.count) of \(sent.count) arrived (\(recovered) of \(recoveredCount) recovered); missing \(sent.filter { !got.contains($0) }.prefix(5)); got \(got.prefix(3))…; sent \(sent.prefix(3))…")
+                    return
+                }
+                if frame["recovered"]?.bool == true {
+                    recovered += 1
+                    #expect(got.count == recovered - 1, "recovered frames come before live ones")
+                }
+                if let id = frame["messageId"]?.string { got.append(id) }
+            }
+            #expect(recovered == recoveredCount)
+            #expect(got == sent, "none missed, none twice, in order (\(recoveredCount) recovered)")
+            print("cluster resume while sending: \(recoveredCount) recovered, \(sent.count - recoveredCount) live")
+        }
+
         @Test("a position older than the window, or more to recover than --resume-max-messages: resumed false, no groups")
         func bounds() async throws {
             let r = try await Self.resumable()
@@ -144,8 +183,17 @@ extension ClusterSuite {
             #expect(w1["data"]?["resumed"]?.bool == false, "\(w1)")
             #expect(w1["data"]?["reason"]?.string == "window exceeded", "\(w1)")
             try await stale.close()
-            // 1,001 to recover: over the cap of 1,000.
+            // 1,001 to recover: over the cap of 1,000. What a node has not delivered when the
+            // client joins its stream comes live, not recovered: a watcher on every node bound
+            // to the group sees a marker after the 1,001 first.
             let sender = r.system.via(LocalCluster.node(2))
+            var watchers: [ConnectedClient] = []
+            for node in LocalCluster.nodes {
+                let watcher = try await r.system.via(node).connect()
+                try await sender.bind(watcher.clientId, group: r.groups[0])
+                watchers.append(watcher)
+            }
+            defer { for watcher in watchers { Task { try? await watcher.ws.close() } } }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for worker in 0..<8 {
                     group.addTask {
@@ -156,11 +204,18 @@ extension ClusterSuite {
                 }
                 try await group.waitForAll()
             }
+            let marker = try #require(try await sender.ok("send_to_group", ["groupName": .string(r.groups[0])])["messageId"]?.string)
+            for watcher in watchers {
+                var seen = 0
+                while try await nextNonPresence(watcher.ws)["messageId"]?.string != marker { seen += 1 }
+                #expect(seen == 1001)
+            }
             let ws = try await Self.reconnect(r)
             defer { Task { try? await ws.close() } }
             let w2 = try await ws.nextJSON(timeout: .seconds(15))
             #expect(w2["data"]?["resumed"]?.bool == false, "\(w2)")
             #expect(w2["data"]?["reason"]?.string == "too many messages", "\(w2)")
+
             // Not resumed: a fresh connection, not in the old groups.
             let newId = try #require(w2["data"]?["clientId"]?.string)
             _ = try await sender.ok("send_to_group", ["groupName": .string(r.groups[0])])
