@@ -30,7 +30,7 @@ struct MarkdownReport {
         if !report.failures.isEmpty {
             md += "**Harness failures:**\n\n" + report.failures.map { "- \($0)\n" }.joined() + "\n"
         }
-        md += targets() + connections() + fanout() + unicast() + kafkaPath() + cpuPerMessage() + ratios() + settings()
+        md += targets() + connections() + fanout() + unicast() + kafkaPath() + reconnect() + cpuPerMessage() + ratios() + settings()
         return md
     }
 
@@ -151,6 +151,27 @@ struct MarkdownReport {
 
     /// CPU per unit of work, split by side: per connect, per fan-out delivery, per unicast
     /// message; Herald's server cost over Nchan's at the same offered rate where both ran it.
+    private func reconnect() -> String {
+        guard let run = runs("reconnect").first else { return "" }
+        var md = "## Reconnect: a node killed under its clients, every client resumed on the others\n\n"
+        guard let r = run.reconnect else { return md + failedRow(run, columns: 2) + "\n" }
+        md += "\(r.ready) clients on node1, each in one of \(r.groups) groups, with a position; node1 killed (SIGKILL); "
+        md += "during the gap \(r.gapSystemMessages) system messages, one per group and one per old client ID "
+        md += "(\(r.gapUnicastTaken) taken; the rest answered 4040 once the lease was gone); then every client "
+        md += "resumes on node2 or node3 (\(run.settings["concurrency"] ?? "?") connects in flight).\n\n"
+        md += "| figure | value |\n|---|---|\n"
+        md += "| resumed / refused / failed / mismatched | \(r.resumed) / \(r.refused) / \(r.failed) / \(r.mismatched) |\n"
+        if !r.refusedReasons.isEmpty { md += "| refusals | \(r.refusedReasons.map { "\($0.key): \($0.value)" }.sorted().joined(separator: ", ")) |\n" }
+        md += "| kill to every client seeing the drop | \(Format.ms(r.killToDroppedMs)) |\n"
+        md += "| gap sends | \(Format.ms(r.gapSendMs)) |\n"
+        md += "| reconnect to welcome, p50 / p90 / p99 / max | \(Format.ms(r.resumeMs.p50)) / \(Format.ms(r.resumeMs.p90)) / \(Format.ms(r.resumeMs.p99)) / \(Format.ms(r.resumeMs.max)) |\n"
+        md += "| reconnect to last recovered frame, p50 / p99 | \(Format.ms(r.recoveredMs.p50)) / \(Format.ms(r.recoveredMs.p99)) |\n"
+        md += "| kill to 99% resumed (last recovered frame) | \(r.secondsTo99PercentResumed.map { String(format: "%.2f s", $0) } ?? "never") |\n"
+        md += "| recovered frames | \(r.recoveredFrames) in \(String(format: "%.2f s", r.reconnectSpanSeconds)): \(Format.count(r.recoveredFramesPerSecond))/s |\n"
+        if !r.errors.isEmpty { md += "\nErrors: " + r.errors.joined(separator: "; ") + "\n" }
+        return md + "\n"
+    }
+
     private func cpuPerMessage() -> String {
         var md = "## CPU per message\n\n"
         md += "CPU time per unit of work at each step (cores divided by the rate actually achieved).\n\n"

@@ -184,6 +184,11 @@ struct Report: Codable, Sendable {
                 problems.append("\(f.connected - f.membersOpenAtStart) members closed while the group filled")
             }
         }
+        if let r = run.reconnect {
+            if r.resumed < r.ready { problems.append("\(r.ready - r.resumed) of \(r.ready) clients did not resume (\(r.refusedReasons))") }
+            if r.mismatched > 0 { problems.append("\(r.mismatched) clients recovered another count than was sent to them") }
+            if r.incomplete > 0 { problems.append("\(r.incomplete) resumed clients did not get all their recovered frames") }
+        }
         if let u = run.unicast {
             if u.connected < u.clients { problems.append("\(u.clients - u.connected) clients failed to connect") }
             problems += u.warmup.problems
@@ -338,6 +343,12 @@ enum Summary {
             text += "highest sustained \(Format.count(u.highestSustainedRate))/s; "
             text += u.steps.map { "\(Int($0.rate))/s p99 \(Format.ms($0.latency.p99)) \($0.verdict)" }.joined(
                 separator: ", ")
+        }
+        if let r = run.reconnect {
+            text += "\(r.resumed)/\(r.ready) resumed (\(r.refused) refused, \(r.failed) failed, \(r.mismatched) mismatched); "
+            text += "resume p50 \(Format.ms(r.resumeMs.p50)) p99 \(Format.ms(r.resumeMs.p99)); "
+            text += "99% resumed \(r.secondsTo99PercentResumed.map { String(format: "%.2f s", $0) } ?? "never") after the kill; "
+            text += "\(Format.count(r.recoveredFramesPerSecond)) recovered frames/s"
         }
         if !run.harnessErrors.isEmpty { text += " HARNESS ERROR: \(run.harnessErrors.joined(separator: "; "))" }
         return text

@@ -7,6 +7,7 @@ struct ScenarioRun: Codable, Sendable {
     var connections: ConnectionsResult?
     var fanout: FanoutResult?
     var unicast: UnicastResult?
+    var reconnect: ReconnectResult?
     /// Anything that kept the harness from measuring (not a server error).
     var harnessErrors: [String] = []
 }

@@ -30,11 +30,13 @@ public final class ClusterRecovery: Sendable {
         var tooMany = false
         /// A record in its range is older than the window: the position was older than it said.
         var tooOld = false
+        /// Its messages did not fit in the scan's budget.
+        var overBudget = false
     }
 
     struct Queue {
         var waiting: [Request] = []
-        var scanning = false
+        var scans = 0
     }
 
     private let scanner: KafkaScanner
@@ -46,8 +48,13 @@ public final class ClusterRecovery: Sendable {
     private let queue = Mutex(Queue())
     /// Resumes that may wait for a scan; more are told to retry (1013).
     static let maxWaiting = 10_000
-    /// Resumes one scan serves: bounds what a scan holds (each up to its byte limit).
-    static let maxPerScan = 64
+    /// Resumes one scan serves, and scans at once. A node's clients come back together when it
+    /// dies: one scan for many of them reads each partition once instead of once per batch.
+    static let maxPerScan = 1024
+    static let maxScans = 2
+    /// What one scan may hold for its resumes in all (each is also bounded by its own limit):
+    /// the resumes whose messages would go past it are told to retry (1013).
+    static let scanBudgetBytes = 64 << 20
     /// How long a scan may take before its resumes are told to retry.
     static let scanDeadline: Duration = .seconds(10)
     /// How long a scan waits for more resumes to share it.
@@ -83,11 +90,15 @@ public final class ClusterRecovery: Sendable {
             let request = Request(
                 token: token, groups: Set(token.groups.map(\.group)), since: since, upto: upto, partitions: partitions,
                 limits: limits, answer: answer)
+            // A scan starts when fewer than `maxScans` run and a batch's worth waits beyond
+            // what the running ones will take (or none runs).
             let outcome = queue.withLock { queue -> Bool? in
                 guard queue.waiting.count < Self.maxWaiting else { return nil }
                 queue.waiting.append(request)
-                defer { queue.scanning = true }
-                return !queue.scanning
+                guard queue.scans == 0 || (queue.scans < Self.maxScans && queue.waiting.count > queue.scans * Self.maxPerScan)
+                else { return false }
+                queue.scans += 1
+                return true
             }
             switch outcome {
             case nil: answer.resume(returning: .unavailable("too many resumes waiting; retry"))
@@ -98,14 +109,15 @@ public final class ClusterRecovery: Sendable {
         return lead
     }
 
-    /// Scans for the waiting resumes, a batch at a time, until none waits.
+    /// Scans for the waiting resumes, a batch at a time, until none waits (beside up to
+    /// `maxScans - 1` others doing the same).
     private func scanWhileWaiting() async {
         while true {
             try? await Task.sleep(for: Self.gatherDelay)
             let batch = queue.withLock { queue -> [Request] in
                 let batch = Array(queue.waiting.prefix(Self.maxPerScan))
                 queue.waiting.removeFirst(batch.count)
-                if batch.isEmpty { queue.scanning = false }
+                if batch.isEmpty { queue.scans -= 1 }
                 return batch
             }
             guard !batch.isEmpty else { return }
@@ -116,6 +128,12 @@ public final class ClusterRecovery: Sendable {
 
     /// One scan over the union of the batch's ranges; each request's answer, in order.
     private func scan(for batch: [Request]) async -> [ResumeRecovery] {
+        let started = ContinuousClock.now
+        let read = Atomic<Int>(0)
+        defer {
+            logger.debug(
+                "resume scan", metadata: ["resumes": "\(batch.count)", "records": "\(read.load(ordering: .relaxed))", "took": "\(ContinuousClock.now - started)"])
+        }
         var ranges: [String: KafkaScanner.Range] = [:]
         func widen(_ topic: String, _ partition: Int32, from: Int64, to: Int64?) {
             let key = "\(topic)/\(partition)"
@@ -144,6 +162,7 @@ public final class ClusterRecovery: Sendable {
             return batch.map { _ in .unavailable("cannot read Kafka; retry") }
         }
         let found = Mutex([Found](repeating: Found(), count: batch.count))
+        let budget = Mutex(0)
         let codec = self.codec
         let unicastTopic = self.unicastTopic
         let broadcastTopic = self.broadcastTopic
@@ -151,25 +170,32 @@ public final class ClusterRecovery: Sendable {
         let complete: Bool
         do {
             complete = try await scanner.scan(Array(ranges.values), admin: admin, deadline: Self.scanDeadline) { record in
+                read.add(1, ordering: .relaxed)
                 let wanted = batch.indices.filter { Self.covers(batch[$0], record, unicastTopic: unicastTopic, broadcastTopic: broadcastTopic) }
                 guard !wanted.isEmpty, let message = WireFormat.decode(record.value, codec: codec) else { return }
                 let key = "\(record.topic)/\(record.partition)"
-                found.withLock { found in
+                budget.withLock { held in found.withLock { found in
                     for index in wanted where record.timestamp < oldest[index] { found[index].tooOld = true }
                     for index in wanted where ResumeRecovery.isFor(batch[index].token, groups: batch[index].groups, message) {
-                        guard !found[index].tooMany else { continue }
+                        guard !found[index].tooMany, !found[index].overBudget else { continue }
                         let size = ResumeRecovery.size(of: message)
                         if found[index].records.count >= batch[index].limits.maxMessages
                             || found[index].bytes + size > batch[index].limits.maxBytes
                         {
                             found[index].tooMany = true
-                            found[index].records = []
+                        } else if held + size > Self.scanBudgetBytes {
+                            found[index].overBudget = true
+                        } else {
+                            held += size
+                            found[index].bytes += size
+                            found[index].records.append((message, key, record.offset, record.timestamp))
                             continue
                         }
-                        found[index].bytes += size
-                        found[index].records.append((message, key, record.offset, record.timestamp))
+                        held -= found[index].bytes
+                        found[index].bytes = 0
+                        found[index].records = []
                     }
-                }
+                } }
             }
         } catch {
             logger.warning("a resume scan failed", metadata: ["error": "\(error)"])
@@ -188,6 +214,7 @@ public final class ClusterRecovery: Sendable {
             else { return .refused("messages no longer kept") }
             if results[index].tooOld { return .refused("window exceeded") }
             if results[index].tooMany { return .refused("too many messages") }
+            if results[index].overBudget { return .unavailable("recovery is busy; retry") }
             return .recovered(Self.ordered(results[index].records, since: request.since, upto: request.upto, broadcastTopic: broadcastTopic))
         }
     }
