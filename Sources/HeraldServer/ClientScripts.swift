@@ -201,7 +201,12 @@ export class HeraldClient extends EventTarget {
     // A node that accepts TCP but never admits (or a black hole) would hang us.
     this.#timers.connect = setTimeout(() => this.#drop("connect timeout"), this.#o.connectTimeout);
     ws.onopen = () => ws === this.#ws && this.#emit("open", { resuming: !!this.#resumeAsk?.session });
-    ws.onerror = () => ws === this.#ws && this.#emit("error", { message: "WebSocket error", code: null, frame: null });
+    ws.onerror = () => {
+      if (ws !== this.#ws) return;
+      this.#emit("error", { message: "WebSocket error", code: null, frame: null });
+      // The close event should follow; Node 20's WebSocket omits it when the connection fails.
+      setTimeout(() => ws === this.#ws && this.#drop("WebSocket error"), 100);
+    };
     ws.onmessage = (e) => ws === this.#ws && this.#frame(e.data);
     ws.onclose = (e) => ws === this.#ws && this.#closed(e.code, e.reason, e.wasClean);
   }
@@ -361,8 +366,9 @@ export class HeraldClient extends EventTarget {
 export function connect(url, options = {}) {
   return new HeraldClient({ ...options, url }).connect();
 }
+
 """#
-    static let heraldJSETag = "\"afdb3f268299b410\""
+    static let heraldJSETag = "\"312bb341ff2bcc58\""
     /// clients/herald.d.ts
     static let heraldTypes = #"""
 // Type declarations of herald.js (docs/client.md). Kept by hand: change both together.
@@ -430,7 +436,7 @@ export interface HeraldEventMap {
    * This connection is a fresh one: what was pushed while away is lost and the old groups are
    * gone. Resync from your business system (and hand it the new clientId). `reason` is the
    * server's ("window exceeded", "too many messages", "messages no longer kept", "bad token",
-   * "bad position", "resume is not available on a cluster yet") or this client's ("no position":
+   * "bad position", "the log's layout changed": docs/websocket.md) or this client's ("no position":
    * no push was read before the drop; "no session": no session token; "not resumed": the server
    * ignored the resume).
    */
@@ -507,6 +513,7 @@ export declare class HeraldClient extends EventTarget {
 
 /** new HeraldClient({ ...options, url }).connect() */
 export declare function connect(url: string, options: Omit<HeraldOptions, "url">): HeraldClient;
+
 """#
-    static let heraldTypesETag = "\"a8838ce9f9370b70\""
+    static let heraldTypesETag = "\"d546c90edff907d9\""
 }
