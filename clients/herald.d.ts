@@ -17,7 +17,7 @@ export declare function backoffDelay(attempt: number, options?: BackoffOptions, 
 /** True for the closes after which reconnecting is pointless (refused; closed by the business system). */
 export declare function isFinalClose(code: number, reason: string): boolean;
 
-/** What a resume needs: the latest session token (1003 frame) and the pos of the latest push read. */
+/** What a resume needs: the latest session token (1003 frame) and the latest pos read (a push's or a session frame's). */
 export interface ResumeState {
   session: string;
   pos: string;
@@ -64,7 +64,7 @@ export interface HeraldEventMap {
    * gone. Resync from your business system (and hand it the new clientId). `reason` is the
    * server's ("window exceeded", "too many messages", "messages no longer kept", "bad token",
    * "bad position", "the log's layout changed": docs/websocket.md) or this client's ("no position":
-   * no push was read before the drop; "no session": no session token; "not resumed": the server
+   * no push or session frame with a pos was read before the drop; "no session": no session token; "not resumed": the server
    * ignored the resume).
    */
   resumeFailed: { clientId: string; reason: string };
@@ -93,7 +93,7 @@ export interface HeraldEventMap {
     frame: Frame;
   };
   /** A new session token (1003 frame); null when too large to carry (the client cannot resume). */
-  session: { session: string | null };
+  session: { session: string | null; pos: string | null };
   state: { state: HeraldState; previous: HeraldState };
   /** A socket closed. willReconnect is false after close(), a refusal or a final close. */
   close: { code: number; reason: string; wasClean: boolean; willReconnect: boolean };

@@ -169,8 +169,8 @@ export class HeraldClient extends EventTarget {
     if (url.protocol === "https:") url.protocol = "wss:";
     url.searchParams.set("systemId", this.#o.systemId);
     if (token) url.searchParams.set("token", token);
-    // Resume only with both a session token and a position: the server answers a resume
-    // without `since` "bad position", and neither the welcome nor the session frame has a pos.
+    // Resume only with both a session token and a position (a push's pos or a session frame's):
+    // the server answers a resume without `since` "bad position".
     this.#resumeAsk = null;
     if (this.#admitted || this.#resumeFrom) {
       if (this.#session && this.#pos) {
@@ -266,7 +266,10 @@ export class HeraldClient extends EventTarget {
     if ((f.code === 1001 || f.code === 1002) && f.messageId === "") return this.#presence(f);
     if (f.code === 1003 && !("messageId" in f) && f.data && "session" in f.data) {
       this.#session = f.data.session ?? null;
-      return this.#emit("session", { session: this.#session });
+      // Where the log stood when this session took effect: everything before this frame was
+      // read, so it is a position to resume from until a push gives a newer one.
+      if (typeof f.data.pos === "string" && f.data.pos !== "") this.#pos = f.data.pos;
+      return this.#emit("session", { session: this.#session, pos: this.#pos });
     }
   }
 

@@ -129,6 +129,15 @@ public final class ClusterFabric: Sendable {
         return await recovery.recover(token, since: since, upto: upto, limits: limits)
     }
 
+    /// Runs `attach` between two deliveries of this node's stream; the cut it ran at, or nil (not
+    /// consuming: `attach` is not run).
+    public func join(_ attach: () -> Void) -> LogCut? {
+        // As of now: the position is current for the connection, whatever the last record's age.
+        guard var cut = consumer.betweenRecords(epoch: membership.local.epoch, attach) else { return nil }
+        cut.at = Clock.nowMillis()
+        return cut
+    }
+
     /// How long a resume waits for this node to reach the client's position.
     static let catchUpTimeout: Duration = .seconds(3)
 

@@ -167,18 +167,24 @@ public final class ClusterRecovery: Sendable {
         let unicastTopic = self.unicastTopic
         let broadcastTopic = self.broadcastTopic
         let oldest = batch.map { Clock.nowMillis() - $0.limits.windowMillis }
+        let lookup = BatchIndex(batch)
         let complete: Bool
         do {
             complete = try await scanner.scan(Array(ranges.values), admin: admin, deadline: Self.scanDeadline) { record in
                 read.add(1, ordering: .relaxed)
-                let wanted = batch.indices.filter { Self.covers(batch[$0], record, unicastTopic: unicastTopic, broadcastTopic: broadcastTopic) }
-                guard !wanted.isEmpty, let message = WireFormat.decode(record.value, codec: codec) else { return }
+                // Only the resumes this record could be for, by its target (not every resume
+                // of the batch per record: a dead node's clients come back a thousand at once).
+                guard let message = WireFormat.decode(record.value, codec: codec) else { return }
+                let wanted = lookup.candidates(for: message).filter {
+                    Self.covers(batch[$0], record, unicastTopic: unicastTopic, broadcastTopic: broadcastTopic)
+                }
+                guard !wanted.isEmpty else { return }
                 let key = "\(record.topic)/\(record.partition)"
+                let size = ResumeRecovery.size(of: message)
                 budget.withLock { held in found.withLock { found in
                     for index in wanted where record.timestamp < oldest[index] { found[index].tooOld = true }
                     for index in wanted where ResumeRecovery.isFor(batch[index].token, groups: batch[index].groups, message) {
                         guard !found[index].tooMany, !found[index].overBudget else { continue }
-                        let size = ResumeRecovery.size(of: message)
                         if found[index].records.count >= batch[index].limits.maxMessages
                             || found[index].bytes + size > batch[index].limits.maxBytes
                         {
@@ -215,7 +221,34 @@ public final class ClusterRecovery: Sendable {
             if results[index].tooOld { return .refused("window exceeded") }
             if results[index].tooMany { return .refused("too many messages") }
             if results[index].overBudget { return .unavailable("recovery is busy; retry") }
-            return .recovered(Self.ordered(results[index].records, since: request.since, upto: request.upto, broadcastTopic: broadcastTopic))
+            return .recovered(
+                Self.ordered(results[index].records, since: request.since, upto: request.upto, broadcastTopic: broadcastTopic),
+                from: Self.start(since: request.since, upto: request.upto))
+        }
+    }
+
+    /// The resumes of a batch by what they recover: their old client ID, each of their groups,
+    /// their system.
+    struct BatchIndex: Sendable {
+        var byClient: [String: [Int]] = [:]
+        var byGroup: [String: [Int]] = [:]
+        var bySystem: [String: [Int]] = [:]
+
+        init(_ batch: [Request]) {
+            for (index, request) in batch.enumerated() {
+                byClient[request.token.clientId, default: []].append(index)
+                bySystem[request.token.systemId, default: []].append(index)
+                for group in request.groups { byGroup["\(request.token.systemId)/\(group)", default: []].append(index) }
+            }
+        }
+
+        /// The resumes `message` may be for (`ResumeRecovery.isFor` has the last word).
+        func candidates(for message: BusMessage) -> [Int] {
+            switch message.target {
+            case .client(_, let raw): byClient[raw] ?? []
+            case .group(let name): byGroup["\(message.systemId)/\(name)"] ?? []
+            case .system: bySystem[message.systemId] ?? []
+            }
         }
     }
 
@@ -229,6 +262,11 @@ public final class ClusterRecovery: Sendable {
         return record.offset >= request.since.broadcast[index] && record.offset < request.upto.broadcast[index]
     }
 
+    /// The cut before the first recovered message, in the new connection's terms.
+    static func start(since: LogCut, upto: LogCut) -> LogCut {
+        LogCut(slot: upto.slot, epoch: upto.epoch, unicast: upto.unicast, broadcast: since.broadcast, at: since.at)
+    }
+
     /// Oldest first across partitions (by record time), each partition in its own order; each
     /// message with the cut just past it: the new node's slot and unicast position (the new
     /// client ID has no earlier messages), and the broadcast positions recovered so far.
@@ -238,7 +276,7 @@ public final class ClusterRecovery: Sendable {
     ) -> [(message: BusMessage, cut: LogCut)] {
         var lanes: [String: ArraySlice<(message: BusMessage, partition: String, offset: Int64, timestamp: Int64)>] = [:]
         for record in records { lanes[record.partition, default: []].append(record) }
-        var cut = LogCut(slot: upto.slot, epoch: upto.epoch, unicast: upto.unicast, broadcast: since.broadcast, at: since.at)
+        var cut = start(since: since, upto: upto)
         var out: [(message: BusMessage, cut: LogCut)] = []
         out.reserveCapacity(records.count)
         while true {

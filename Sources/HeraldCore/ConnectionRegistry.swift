@@ -7,12 +7,13 @@ public protocol ClientSink: AnyObject, Sendable {
     /// Queues a frame; answers false if the client is closed or was just closed for falling behind.
     @discardableResult func push(_ frame: OutboundFrame) -> Bool
     func close(code: UInt16, reason: String)
-    /// The client's groups changed (a bind or unbind was applied): its session token is stale.
-    func groupsChanged()
+    /// The client's groups changed (a bind or unbind was applied at `cut`, where the log stands
+    /// just past it, if known): its session token is stale.
+    func groupsChanged(at cut: LogCut?)
 }
 
 extension ClientSink {
-    public func groupsChanged() {}
+    public func groupsChanged(at cut: LogCut?) {}
 
     @discardableResult public func push(_ text: String) -> Bool {
         push(OutboundFrame(text))

@@ -102,7 +102,7 @@ public final class Delivery: Sendable {
         case .bind(let group, let userId, let extend):
             switch registry.bind(serial: id.serial, group: group, userId: userId, extend: extend) {
             case .bound(let change):
-                if change.changed { connection.sink.groupsChanged() }
+                if change.changed { connection.sink.groupsChanged(at: cut) }
                 announce(.joined, change)
             case .tooManyGroups:
                 refusedBinds.add(1, ordering: .relaxed)
@@ -111,7 +111,7 @@ public final class Delivery: Sendable {
             }
         case .unbind(let group):
             if let change = registry.unbind(serial: id.serial, group: group) {
-                if change.changed { connection.sink.groupsChanged() }
+                if change.changed { connection.sink.groupsChanged(at: cut) }
                 announce(.left, change)
             }
         case .close:

@@ -49,14 +49,16 @@ struct ResumedData: Encodable {
 
 struct SessionData: Encodable {
     var session: String?
+    var pos: String?
 
-    // `session` is written as null when absent, not left out.
+    // `session` is written as null when absent, not left out; `pos` is left out.
     func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encodeIfPresent(pos, forKey: .pos)
         try container.encode(session, forKey: .session)
     }
 
-    enum CodingKeys: String, CodingKey { case session }
+    enum CodingKeys: String, CodingKey { case session, pos }
 }
 
 /// Encodes the frames the server writes to clients.
@@ -106,8 +108,10 @@ public enum FrameEncoding {
     /// `{"code":1003,"msg":"session","data":{"session":…}}`: the token a reconnect resumes with,
     /// after the welcome and after every change of groups; `session` is null when the client's
     /// state is too large to carry (`SessionToken.maxSealedBytes`).
-    public static func session(_ token: String?) -> String {
-        encode(StatusFrame(code: 1003, msg: "session", data: SessionData(session: token)))
+    /// `pos`: where the log stood when this state took effect, to resume from when no push came
+    /// after it.
+    public static func session(_ token: String?, pos: LogCut? = nil) -> String {
+        encode(StatusFrame(code: 1003, msg: "session", data: SessionData(session: token, pos: pos?.encoded)))
     }
 
     /// A refusal sent just before closing with 1008 (code -1001 or 4010).

@@ -79,6 +79,15 @@ public final class MessageJournal: Sendable {
         state.withLock { Self.cut($0, slot: slot, epoch: epoch, at: $0.records.last?.timestamp ?? 0) }
     }
 
+    /// Runs `attach` under the append lock and answers the cut it ran at, as of now (a new
+    /// connection's first session `pos`: nothing before it is for the connection).
+    public func join(slot: UInt32, epoch: UInt64, _ attach: () -> Void) -> LogCut {
+        state.withLock { state in
+            attach()
+            return Self.cut(state, slot: slot, epoch: epoch, at: Clock.nowMillis())
+        }
+    }
+
     static func cut(_ state: State, slot: UInt32, epoch: UInt64, at: Int64) -> LogCut {
         LogCut(
             slot: slot, epoch: epoch, unicast: state.nextOffset["\(Topics.unicast)/\(slot)", default: 0],

@@ -213,8 +213,10 @@ public struct ResumeLimits: Sendable, Hashable {
 
 /// What a resume recovered, or why it recovered nothing.
 public enum ResumeRecovery: Sendable {
-    /// The messages, oldest first, each with the cut just past it (its frame's `pos`).
-    case recovered([(message: BusMessage, cut: LogCut)])
+    /// The messages, oldest first, each with the cut just past it (its frame's `pos`), and the
+    /// cut before the first of them (the new session's `pos`: resuming from it recovers them
+    /// again).
+    case recovered([(message: BusMessage, cut: LogCut)], from: LogCut)
     /// Not resumable (the client is told why and resyncs from its business system).
     case refused(String)
     /// Not now (Kafka did not answer, too many resumes at once): the client is closed 1013 and

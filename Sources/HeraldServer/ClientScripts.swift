@@ -175,8 +175,8 @@ export class HeraldClient extends EventTarget {
     if (url.protocol === "https:") url.protocol = "wss:";
     url.searchParams.set("systemId", this.#o.systemId);
     if (token) url.searchParams.set("token", token);
-    // Resume only with both a session token and a position: the server answers a resume
-    // without `since` "bad position", and neither the welcome nor the session frame has a pos.
+    // Resume only with both a session token and a position (a push's pos or a session frame's):
+    // the server answers a resume without `since` "bad position".
     this.#resumeAsk = null;
     if (this.#admitted || this.#resumeFrom) {
       if (this.#session && this.#pos) {
@@ -272,7 +272,10 @@ export class HeraldClient extends EventTarget {
     if ((f.code === 1001 || f.code === 1002) && f.messageId === "") return this.#presence(f);
     if (f.code === 1003 && !("messageId" in f) && f.data && "session" in f.data) {
       this.#session = f.data.session ?? null;
-      return this.#emit("session", { session: this.#session });
+      // Where the log stood when this session took effect: everything before this frame was
+      // read, so it is a position to resume from until a push gives a newer one.
+      if (typeof f.data.pos === "string" && f.data.pos !== "") this.#pos = f.data.pos;
+      return this.#emit("session", { session: this.#session, pos: this.#pos });
     }
   }
 
@@ -368,7 +371,7 @@ export function connect(url, options = {}) {
 }
 
 """#
-    static let heraldJSETag = "\"312bb341ff2bcc58\""
+    static let heraldJSETag = "\"8d73c73c9e2d8e84\""
     /// clients/herald.d.ts
     static let heraldTypes = #"""
 // Type declarations of herald.js (docs/client.md). Kept by hand: change both together.
@@ -390,7 +393,7 @@ export declare function backoffDelay(attempt: number, options?: BackoffOptions, 
 /** True for the closes after which reconnecting is pointless (refused; closed by the business system). */
 export declare function isFinalClose(code: number, reason: string): boolean;
 
-/** What a resume needs: the latest session token (1003 frame) and the pos of the latest push read. */
+/** What a resume needs: the latest session token (1003 frame) and the latest pos read (a push's or a session frame's). */
 export interface ResumeState {
   session: string;
   pos: string;
@@ -437,7 +440,7 @@ export interface HeraldEventMap {
    * gone. Resync from your business system (and hand it the new clientId). `reason` is the
    * server's ("window exceeded", "too many messages", "messages no longer kept", "bad token",
    * "bad position", "the log's layout changed": docs/websocket.md) or this client's ("no position":
-   * no push was read before the drop; "no session": no session token; "not resumed": the server
+   * no push or session frame with a pos was read before the drop; "no session": no session token; "not resumed": the server
    * ignored the resume).
    */
   resumeFailed: { clientId: string; reason: string };
@@ -466,7 +469,7 @@ export interface HeraldEventMap {
     frame: Frame;
   };
   /** A new session token (1003 frame); null when too large to carry (the client cannot resume). */
-  session: { session: string | null };
+  session: { session: string | null; pos: string | null };
   state: { state: HeraldState; previous: HeraldState };
   /** A socket closed. willReconnect is false after close(), a refusal or a final close. */
   close: { code: number; reason: string; wasClean: boolean; willReconnect: boolean };
@@ -515,5 +518,5 @@ export declare class HeraldClient extends EventTarget {
 export declare function connect(url: string, options: Omit<HeraldOptions, "url">): HeraldClient;
 
 """#
-    static let heraldTypesETag = "\"d546c90edff907d9\""
+    static let heraldTypesETag = "\"43672c001c36fd80\""
 }

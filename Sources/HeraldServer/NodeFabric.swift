@@ -32,6 +32,10 @@ protocol NodeFabric: Sendable {
     /// messages after `since` for the token's old client ID, groups or system, oldest first,
     /// each with the cut just past it; or why not (nothing is then recovered).
     func recover(_ token: SessionToken, since: LogCut, limits: ResumeLimits, attach: () -> Void) async -> ResumeRecovery
+    /// Runs `attach` (a new connection registers) between two deliveries and answers the cut it
+    /// ran at (nil when the fabric is not consuming): what the connection's first session frame
+    /// names as `pos`.
+    func join(_ attach: () -> Void) -> LogCut?
     /// The fabric's own work (membership, consumption, probes), until cancelled.
     func run() async
 }
@@ -80,6 +84,11 @@ final class StandaloneFabric: NodeFabric {
         journal.records(matching: filter).map(\.message)
     }
 
+    func join(_ attach: () -> Void) -> LogCut? {
+        let identity = membership.local
+        return journal.join(slot: identity.slot, epoch: identity.epoch, attach)
+    }
+
     /// The local bus applies a message before `publish` returns.
     func awaitApplied(_ placement: Placement, timeout: Duration) async -> Bool { true }
 
@@ -91,7 +100,7 @@ final class StandaloneFabric: NodeFabric {
             since: since, slot: identity.slot, epoch: identity.epoch, limits: limits,
             matching: { record in ResumeRecovery.isFor(token, groups: groups, record.message) }, attach: attach)
         switch outcome {
-        case .records(let found): return .recovered(found.map { ($0.record.message, $0.cut) })
+        case .records(let found): return .recovered(found.map { ($0.record.message, $0.cut) }, from: since)
         case .tooMany: return .refused("too many messages")
         case .notKept: return .refused("messages no longer kept")
         }
@@ -120,6 +129,10 @@ struct ClusterNodeFabric: NodeFabric {
 
     func recover(_ token: SessionToken, since: LogCut, limits: ResumeLimits, attach: () -> Void) async -> ResumeRecovery {
         await cluster.recover(token, since: since, limits: limits, attach: attach)
+    }
+
+    func join(_ attach: () -> Void) -> LogCut? {
+        cluster.join(attach)
     }
 
     func liveNodes(localConnections: Int) -> [NodeInfo] {

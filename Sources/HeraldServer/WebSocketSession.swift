@@ -101,22 +101,24 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
             // channel, channelInactive finds the session registered and removes it.
             let connection = node.registry.makeConnection(
                 serial: serial, clientId: clientId, systemId: systemId, userId: userId, sink: self)
+            let outcome: ResumeOutcome?
             switch resume {
-            case nil:
-                node.registry.add(connection)
-                registered = true
-                write(OutboundFrame(FrameEncoding.welcome(clientId: clientId)), context: context)
-            case .refused(let reason)?:
-                node.registry.add(connection)
-                registered = true
-                write(OutboundFrame(FrameEncoding.welcome(clientId: clientId, resume: .notResumed(reason: reason))), context: context)
+            case nil: outcome = nil
+            case .refused(let reason)?: outcome = .notResumed(reason: reason)
             case .resume(let token, let since)?:
                 node.metrics.connections.increment()
                 start(resuming: token, since: since, connection: connection)
                 return
             }
+            // Registered between two deliveries: the session frame's `pos` is exactly where the
+            // connection joined the log (a client that gets no push can still resume from it).
+            let registry = node.registry
+            let joined = node.fabric.join { registry.add(connection) }
+            if joined == nil { registry.add(connection) }
+            registered = true
             node.metrics.connections.increment()
-            write(OutboundFrame(FrameEncoding.session(sessionToken())), context: context)
+            write(OutboundFrame(FrameEncoding.welcome(clientId: clientId, resume: outcome)), context: context)
+            write(OutboundFrame(FrameEncoding.session(sessionToken(), pos: joined)), context: context)
             context.flush()
         case .refused(let code, let message):
             node.metrics.refusedConnections.increment()
@@ -178,11 +180,11 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
         let registry = node.registry
         guard !closeSent else { return }
         switch outcome {
-        case .recovered(let messages):
+        case .recovered(let messages, let from):
             // The new session before the recovered frames: their positions are the new
             // connection's, so a client cut off among them resumes with the new token.
             write(OutboundFrame(FrameEncoding.welcome(clientId: clientId, resume: .resumed(recovered: messages.count))), context: context)
-            write(OutboundFrame(FrameEncoding.session(sessionToken())), context: context)
+            write(OutboundFrame(FrameEncoding.session(sessionToken(), pos: from)), context: context)
             for (message, cut) in messages {
                 guard let text = message.pushFrame(pos: cut.encoded, recovered: true) else { continue }
                 write(OutboundFrame(text, messageId: message.messageId), context: context)
@@ -195,10 +197,16 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
             // Not resumed: a fresh connection, without the old groups; what was held came
             // through them (or before the welcome) and is dropped.
             for change in joined { _ = registry.unbind(serial: serial, group: change.group) }
-            if registry.connection(serial: serial) == nil { registry.add(connection) }
+            // Registered only now (refused before the attach): its `pos` is known; otherwise the
+            // client's first push gives it one.
+            var pos: LogCut?
+            if registry.connection(serial: serial) == nil {
+                pos = node.fabric.join { registry.add(connection) }
+                if pos == nil { registry.add(connection) }
+            }
             dropHeld()
             write(OutboundFrame(FrameEncoding.welcome(clientId: clientId, resume: .notResumed(reason: reason))), context: context)
-            write(OutboundFrame(FrameEncoding.session(sessionToken())), context: context)
+            write(OutboundFrame(FrameEncoding.session(sessionToken(), pos: pos)), context: context)
             node.metrics.resumesRefused.increment()
         case .unavailable(let reason):
             // Not now: the client may ask the same resume again.
@@ -241,8 +249,8 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
     }
 
     /// A bind or unbind was applied (any thread): the client gets its new token.
-    func groupsChanged() {
-        push(OutboundFrame(FrameEncoding.session(sessionToken())))
+    func groupsChanged(at cut: LogCut?) {
+        push(OutboundFrame(FrameEncoding.session(sessionToken(), pos: cut)))
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {

@@ -171,6 +171,34 @@ extension ClusterSuite {
             print("cluster resume while sending: \(recoveredCount) recovered, \(sent.count - recoveredCount) live")
         }
 
+        @Test("a client that read no push resumes on another node from its session frame's pos")
+        func fromTheSessionPosition() async throws {
+            let system = try await LocalCluster.registerSystem()
+            let node1 = LocalCluster.node(1)
+            let ws = try await TestWebSocket.connect(host: node1.host, port: node1.port, path: "/ws?systemId=\(system.id)")
+            ws.flags.sessionFrames.store(true, ordering: .relaxed)
+            let clientId = try #require(try await ws.nextJSON()["data"]?["clientId"]?.string)
+            let first = try await ws.nextJSON()
+            #expect(first["data"]?["pos"]?.string != nil, "\(first)")
+            let group = unique("g")
+            let sender = system.via(LocalCluster.node(3))
+            try await sender.bind(clientId, group: group)
+            let bound = try await nextNonPresence(ws)
+            let token = try #require(bound["data"]?["session"]?.string, "\(bound)")
+            let pos = try #require(bound["data"]?["pos"]?.string, "\(bound)")
+            try await ws.channel.close()
+            let missed = try #require(try await sender.ok("send_to_group", ["groupName": .string(group)])["messageId"]?.string)
+            let node2 = LocalCluster.node(2)
+            let again = try await TestWebSocket.connect(
+                host: node2.host, port: node2.port, path: "/ws?systemId=\(system.id)&resume=\(token)&since=\(pos)")
+            defer { Task { try? await again.close() } }
+            let welcome = try await again.nextJSON(timeout: .seconds(15))
+            #expect(welcome["data"]?["resumed"]?.bool == true, "\(welcome)")
+            #expect(welcome["data"]?["recovered"]?.int == 1, "\(welcome)")
+            let recovered = try await nextNonPresence(again)
+            #expect(recovered["messageId"]?.string == missed && recovered["recovered"]?.bool == true, "\(recovered)")
+        }
+
         @Test("a position older than the window, or more to recover than --resume-max-messages: resumed false, no groups")
         func bounds() async throws {
             let r = try await Self.resumable()

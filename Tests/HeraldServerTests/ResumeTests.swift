@@ -57,6 +57,36 @@ struct ResumeTests {
         #expect(push2["pos"]?.string != pos, "each message moves the position")
     }
 
+    @Test("a client that read no push resumes from its session frame's pos (each session frame carries one)")
+    func resumeFromTheSessionPosition() async throws {
+        let sys = try await server.api.registerSystem()
+        let ws = try await TestWebSocket.connect(host: try server.host, port: try server.port, path: "/ws?systemId=\(sys.id)")
+        ws.flags.sessionFrames.store(true, ordering: .relaxed)
+        let clientId = try #require(try await ws.nextJSON()["data"]?["clientId"]?.string)
+        let first = try await ws.nextJSON()
+        #expect(first["data"]?["pos"]?.string != nil, "the first session frame names where the connection joined: \(first)")
+        let g = unique("g")
+        try await sys.bind(clientId, group: g)
+        let bound = try await nextNonPresence(ws)
+        let token = try #require(bound["data"]?["session"]?.string)
+        let pos = try #require(bound["data"]?["pos"]?.string, "a bind's session frame carries pos: \(bound)")
+        try await ws.close()
+        try await waitUntilOffline(sys, clientId)
+        let missed = try #require(try await sys.ok("send_to_group", ["groupName": .string(g)])["messageId"]?.string)
+        let again = try await TestWebSocket.connect(
+            host: try server.host, port: try server.port, path: Self.resumePath(sys, token: token, since: pos))
+        defer { Task { try? await again.close() } }
+        again.flags.sessionFrames.store(true, ordering: .relaxed)
+        let welcome = try await again.nextJSON()
+        #expect(welcome["data"]?["resumed"]?.bool == true, "\(welcome)")
+        #expect(welcome["data"]?["recovered"]?.int == 1, "\(welcome)")
+        let session = try await again.nextJSON()
+        #expect(session["code"]?.int == 1003 && session["data"]?["pos"]?.string != nil, "the new session, with its pos: \(session)")
+        let recovered = try await nextNonPresence(again)
+        #expect(recovered["messageId"]?.string == missed)
+        #expect(recovered["recovered"]?.bool == true)
+    }
+
     @Test("a reconnect with its token and last pos gets every message it missed, oldest first, marked recovered, then live ones")
     func resumeRecoversWhatWasMissed() async throws {
         let sys = try await server.api.registerSystem()

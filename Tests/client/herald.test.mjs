@@ -273,22 +273,33 @@ describe("reconnect and resume", () => {
     assert.equal(failed.clientId, w.clientId);
     assert.equal(b.state, "open");
     assert.deepEqual(ev.of("resumed"), []);
-    assert.equal(b.resumeState, null, "a fresh connection forgets the old position");
+    // A fresh connection forgets the old session and position; its own session frame gives new ones.
+    await until(() => b.resumeState, "the new session");
+    assert.notEqual(b.resumeState.session, "not-a-token");
+    assert.notEqual(b.resumeState.pos, pos);
   });
 
-  test("a drop before any push was read cannot resume: resumeFailed 'no position', and no resume asked", T, async () => {
+  test("a drop before any push was read resumes from the session frame's pos", T, async () => {
     const sys = await node.register();
     const t = await tracker();
     const c = client({ systemId: sys.id, WebSocket: t.WebSocket });
     const ev = record(c);
-    await c.connect().once("welcome");
-    await until(() => ev.of("session").length === 1, "the session frame");
-    assert.equal(c.resumeState, null, "a session token but no pos yet");
+    const first = await c.connect().once("welcome");
+    await sys.ok("bind_to_group", { clientId: first.clientId, groupName: "quiet" });
+    await until(() => ev.of("session").length >= 2, "the session frame after the bind");
+    assert.ok(c.resumeState?.pos, "a session frame gives a position before any push");
+    assert.equal(c.resumeState.pos, ev.of("session").at(-1).pos);
+    t.reachable = false;
     t.drop();
-    const failed = await c.once("resumeFailed");
-    assert.equal(failed.reason, "no position");
-    assert.equal(new URL(t.urls[1]).searchParams.get("resume"), null);
-    assert.equal(ev.of("welcome")[1].resumed, false);
+    await c.once("close");
+    await until(async () => (await sys.ok("client_status", { clientId: first.clientId })).online === false, "the node noticing");
+    const missed = await sys.send("send_to_group", { groupName: "quiet", data: "while away" });
+    t.reachable = true;
+    const resumed = await c.once("resumed");
+    assert.equal(resumed.recovered, 1);
+    assert.equal(new URL(t.urls.at(-1)).searchParams.get("since"), ev.of("session")[1].pos);
+    await until(() => messages(ev).length === 1, "the recovered push");
+    assert.deepEqual([messages(ev)[0].messageId, messages(ev)[0].recovered], [missed, true]);
   });
 
   test("close() stops reconnecting, also in the middle of a backoff", T, async () => {
