@@ -26,17 +26,14 @@ struct KafkaPathCommand: AsyncParsableCommand {
     var p99Limit = 50.0
     @Option(help: "The broker's processes (CPU): pid or name=pid, comma-separated.")
     var infraPid = ""
-    @Option(help: "A setting to record with the results, key=value (repeatable).")
-    var setting: [String] = []
-    @Option(help: "Where to write the JSON results.")
-    var out: String
+    @OptionGroup var results: ResultOptions
 
     func run() async throws {
         let settings: [String: String] = [
             "brokers": brokers, "topic": topic, "rates": rates, "stepSeconds": "\(stepSeconds)",
             "warmupSeconds": "\(warmupSeconds)", "payloadBytes": "\(payloadBytes)", "fetchWaitMs": "\(fetchWaitMs)",
             "p99LimitMs": "\(p99Limit)",
-        ].merging(ScenarioRun.settings(fromPairs: setting)) { $1 }
+        ].merging(ScenarioRun.settings(fromPairs: results.setting)) { $1 }
         var result = ScenarioRun(scenario: "unicast", target: Report.kafkaPath, kind: "kafka", settings: settings)
         let scenario = KafkaPathScenario(
             brokers: brokers, topic: topic,
@@ -52,7 +49,6 @@ struct KafkaPathCommand: AsyncParsableCommand {
         } catch {
             result.harnessErrors.append("\(error)")
         }
-        try result.write(to: out)
-        if !result.harnessErrors.isEmpty { throw ExitCode(2) }
+        try results.finish(result)
     }
 }

@@ -28,17 +28,14 @@ struct ReconnectCommand: AsyncParsableCommand {
     var concurrency = 2000
     @Option(help: "Seconds a connect or the recovery may take.")
     var timeoutSeconds = 60.0
-    @Option(help: "A setting to record with the results, key=value (repeatable).")
-    var setting: [String] = []
-    @Option(help: "Where to write the JSON results.")
-    var out: String
+    @OptionGroup var results: ResultOptions
 
     func run() async throws {
         FileLimit.raiseToHard()
         let settings: [String: String] = [
             "clients": "\(clients)", "groups": "\(groups)", "gapSystemMessages": "\(gapSystemMessages)",
             "victim": victim, "resumeAt": resumeAt, "api": api, "concurrency": "\(concurrency)",
-        ].merging(ScenarioRun.settings(fromPairs: setting)) { $1 }
+        ].merging(ScenarioRun.settings(fromPairs: results.setting)) { $1 }
         var result = ScenarioRun(scenario: "reconnect", target: Report.cluster, kind: "herald", settings: settings)
         do {
             guard let victimEndpoint = Endpoint(victim), let apiEndpoint = Endpoint(api) else {
@@ -59,7 +56,6 @@ struct ReconnectCommand: AsyncParsableCommand {
         } catch {
             result.harnessErrors.append("\(error)")
         }
-        try result.write(to: out)
-        if !result.harnessErrors.isEmpty { throw ExitCode(2) }
+        try results.finish(result)
     }
 }

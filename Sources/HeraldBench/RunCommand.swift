@@ -54,10 +54,7 @@ struct RunCommand: AsyncParsableCommand {
     var publisherConnections = 256
     @Option(help: "Connects in flight at once (over all workers).")
     var connectConcurrency = 192
-    @Option(help: "A setting to record with the results, key=value (repeatable).")
-    var setting: [String] = []
-    @Option(help: "Where to write the JSON results.")
-    var out: String
+    @OptionGroup var results: ResultOptions
 
     func run() async throws {
         FileLimit.raiseToHard()
@@ -68,8 +65,7 @@ struct RunCommand: AsyncParsableCommand {
         } catch {
             result.harnessErrors.append("\(error)")
         }
-        try result.write(to: out)
-        if !result.harnessErrors.isEmpty { throw ExitCode(2) }
+        try results.finish(result)
     }
 
     private var recordedSettings: [String: String] {
@@ -94,7 +90,7 @@ struct RunCommand: AsyncParsableCommand {
             settings["p99LimitMs"] = "\(p99Limit)"
             settings["warmupSeconds"] = "\(warmupSeconds)"
         }
-        return settings.merging(ScenarioRun.settings(fromPairs: setting)) { $1 }
+        return settings.merging(ScenarioRun.settings(fromPairs: results.setting)) { $1 }
     }
 
     private func measure(into result: inout ScenarioRun) async throws {
@@ -158,6 +154,20 @@ struct RunCommand: AsyncParsableCommand {
         text.split(separator: ",").compactMap { Double($0.trimmingCharacters(in: .whitespaces)) }
     }
 
+}
+
+/// The options every command that writes a run has: settings to record, where to write it.
+struct ResultOptions: ParsableArguments {
+    @Option(help: "A setting to record with the results, key=value (repeatable).")
+    var setting: [String] = []
+    @Option(help: "Where to write the JSON results.")
+    var out: String
+
+    /// Writes the run; a run the harness could not measure exits 2.
+    func finish(_ run: ScenarioRun) throws {
+        try run.write(to: out)
+        if !run.harnessErrors.isEmpty { throw ExitCode(2) }
+    }
 }
 
 extension ScenarioRun {
