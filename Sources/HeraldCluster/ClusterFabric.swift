@@ -23,6 +23,8 @@ public final class ClusterFabric: Sendable {
     public let trace: KafkaTraceRecorder
     /// Replay and trace over Kafka, for /admin.
     public let replay: ClusterReplay
+    /// Lifecycle events of this node's clients, sent to `herald.lifecycle`.
+    public let lifecycle: KafkaLifecycleRecorder
     /// Resumes: what a reconnecting client missed, read back from Kafka.
     private let recovery: ClusterRecovery
     private let codec: ClientIDCodec
@@ -74,11 +76,16 @@ public final class ClusterFabric: Sendable {
         self.replay = replay
         let trace = KafkaTraceRecorder(producer: producer, replay: replay, nodeKey: settings.nodeId)
         self.trace = trace
+        let lifecycle = KafkaLifecycleRecorder(
+            producer: producer, scanner: KafkaScanner(kafka: settings.kafka, logger: logger), topic: settings.lifecycleTopic,
+            logger: logger)
+        self.lifecycle = lifecycle
         self.admin = admin
         self.membership = membership
         let bus = KafkaBus(producer: producer, settings: settings)
         self.bus = bus
-        let delivery = Delivery(registry: registry, membership: membership, trace: trace, presence: groupPresence)
+        let delivery = Delivery(
+            registry: registry, membership: membership, trace: trace, presence: groupPresence, lifecycle: lifecycle)
         delivery.announce(through: bus)
         self.delivery = delivery
         self.idempotency = EtcdIdempotency(
@@ -187,6 +194,7 @@ public final class ClusterFabric: Sendable {
                 }
             }
             group.addTask { await self.trace.run() }
+            group.addTask { await self.lifecycle.run() }
             await group.waitForAll()
         }
         await bus.shutdown()
@@ -199,7 +207,7 @@ public final class ClusterFabric: Sendable {
             do {
                 for (topic, partitions) in [
                     (settings.unicastTopic, settings.unicastPartitions), (settings.broadcastTopic, settings.broadcastPartitions),
-                    (settings.eventsTopic, settings.broadcastPartitions),
+                    (settings.eventsTopic, settings.broadcastPartitions), (settings.lifecycleTopic, settings.broadcastPartitions),
                 ] {
                     try await admin.createTopic(
                         topic, partitions: partitions, replicationFactor: settings.replicationFactor, configs: configs)
@@ -251,7 +259,7 @@ public final class ClusterFabric: Sendable {
     private func checkTopics() async {
         let generation = membership.logGeneration
         var missing: [String] = []
-        for topic in [settings.unicastTopic, settings.broadcastTopic, settings.eventsTopic] {
+        for topic in [settings.unicastTopic, settings.broadcastTopic, settings.eventsTopic, settings.lifecycleTopic] {
             do {
                 if try await admin.layout(topic) == nil { missing.append(topic) }
             } catch {

@@ -19,6 +19,7 @@ public struct ClusterSettings: Sendable {
     public var unicastTopic = Topics.unicast
     public var broadcastTopic = Topics.broadcast
     public var eventsTopic = Topics.events
+    public var lifecycleTopic = Topics.lifecycle
     /// Root of Herald's keys in etcd.
     public var etcdPrefix = "/herald/"
     /// How long a node waits for a peer's answer (online lists, client status).

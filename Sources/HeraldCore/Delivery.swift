@@ -7,6 +7,8 @@ public final class Delivery: Sendable {
     private let membership: any Membership
     private let trace: any TraceRecorder
     private let presence: Bool
+    /// Where binds and unbinds are recorded as lifecycle events (nil: not recorded).
+    public let lifecycle: (any LifecycleRecorder)?
     /// Presence announcements, published one at a time so members hear them in order.
     private let announcements: AsyncStream<BusMessage>.Continuation
     private let pendingAnnouncements: AsyncStream<BusMessage>
@@ -17,11 +19,15 @@ public final class Delivery: Sendable {
     public let refusedBinds = Atomic<Int>(0)
 
     /// `presence` false: no 1001/1002 frames when members join or leave a group.
-    public init(registry: ConnectionRegistry, membership: any Membership, trace: any TraceRecorder, presence: Bool = true) {
+    public init(
+        registry: ConnectionRegistry, membership: any Membership, trace: any TraceRecorder, presence: Bool = true,
+        lifecycle: (any LifecycleRecorder)? = nil
+    ) {
         self.registry = registry
         self.membership = membership
         self.trace = trace
         self.presence = presence
+        self.lifecycle = lifecycle
         (pendingAnnouncements, announcements) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(10_000))
     }
 
@@ -74,6 +80,17 @@ public final class Delivery: Sendable {
         }
     }
 
+    /// A bind or unbind that changed the client's groups, as a lifecycle event; the message's
+    /// ID tells repeated binds of one group apart (and is the same if the record is read twice).
+    private func recordMembership(
+        _ kind: LifecycleEvent.Kind, _ message: BusMessage, connection: ConnectionRegistry.Connection, group: String
+    ) {
+        lifecycle?.record(
+            LifecycleEvent(
+                kind, systemId: connection.systemId, clientId: connection.clientId, userId: connection.userId, identity: identity,
+                groupName: group, discriminator: message.messageId))
+    }
+
     private func deliverToClient(_ message: BusMessage, id: ClientID, raw: String, cut: LogCut?) {
         let identity = self.identity
         // Binds and unbinds travel on their group's broadcast partition, which every node
@@ -102,7 +119,10 @@ public final class Delivery: Sendable {
         case .bind(let group, let userId, let extend):
             switch registry.bind(serial: id.serial, group: group, userId: userId, extend: extend) {
             case .bound(let change):
-                if change.changed { connection.sink.groupsChanged(at: cut) }
+                if change.changed {
+                    connection.sink.groupsChanged(at: cut)
+                    recordMembership(.bound, message, connection: connection, group: group)
+                }
                 announce(.joined, change)
             case .tooManyGroups:
                 refusedBinds.add(1, ordering: .relaxed)
@@ -111,7 +131,10 @@ public final class Delivery: Sendable {
             }
         case .unbind(let group):
             if let change = registry.unbind(serial: id.serial, group: group) {
-                if change.changed { connection.sink.groupsChanged(at: cut) }
+                if change.changed {
+                    connection.sink.groupsChanged(at: cut)
+                    recordMembership(.unbound, message, connection: connection, group: group)
+                }
                 announce(.left, change)
             }
         case .close:

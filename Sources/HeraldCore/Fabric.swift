@@ -15,6 +15,8 @@ public enum Topics {
     public static let unicast = "herald.unicast"
     public static let broadcast = "herald.broadcast"
     public static let events = "herald.events"
+    /// Lifecycle events of clients (docs/lifecycle.md), keyed by system ID.
+    public static let lifecycle = "herald.lifecycle"
 }
 
 /// Carries messages to the node that holds their target (or to every node, for groups).

@@ -6,9 +6,52 @@ import Synchronization
 /// The per-message opaque: carries the continuation of one `send` until librdkafka's
 /// delivery report (or a purge) resumes it. Retained once per produced message.
 private final class DeliveryBox: Sendable {
-    let continuation: CheckedContinuation<(partition: Int32, offset: Int64), any Error>
-    init(_ continuation: CheckedContinuation<(partition: Int32, offset: Int64), any Error>) {
-        self.continuation = continuation
+    let complete: @Sendable (Result<(partition: Int32, offset: Int64), any Error>) -> Void
+    init(_ complete: @escaping @Sendable (Result<(partition: Int32, offset: Int64), any Error>) -> Void) {
+        self.complete = complete
+    }
+}
+
+/// One record for `sendInOrder`.
+public struct OutgoingRecord: Sendable {
+    public var topic: String
+    public var partition: Int32
+    public var key: [UInt8]?
+    public var value: [UInt8]
+    public var headers: [KafkaHeader]
+
+    public init(topic: String, partition: Int32 = -1, key: [UInt8]?, value: [UInt8], headers: [KafkaHeader] = []) {
+        self.topic = topic
+        self.partition = partition
+        self.key = key
+        self.value = value
+        self.headers = headers
+    }
+}
+
+/// The delivery reports of one `sendInOrder` call: resumes its caller once all came.
+private final class BatchDelivery: Sendable {
+    private struct State {
+        var acknowledged: [Bool]
+        var outstanding: Int
+        var continuation: CheckedContinuation<[Bool], Never>?
+    }
+
+    private let state: Mutex<State>
+
+    init(count: Int, _ continuation: CheckedContinuation<[Bool], Never>) {
+        state = Mutex(State(acknowledged: Array(repeating: false, count: count), outstanding: count, continuation: continuation))
+    }
+
+    func complete(_ index: Int, acknowledged: Bool) {
+        let done = state.withLock { s -> (CheckedContinuation<[Bool], Never>, [Bool])? in
+            s.acknowledged[index] = acknowledged
+            s.outstanding -= 1
+            guard s.outstanding == 0, let continuation = s.continuation else { return nil }
+            s.continuation = nil
+            return (continuation, s.acknowledged)
+        }
+        if let (continuation, acknowledged) = done { continuation.resume(returning: acknowledged) }
     }
 }
 
@@ -80,7 +123,7 @@ public final class KafkaProducer: Sendable {
         let box = Unmanaged<DeliveryBox>.fromOpaque(opaque).takeRetainedValue()
         let err = message.pointee.err
         if err == RD_KAFKA_RESP_ERR_NO_ERROR {
-            box.continuation.resume(returning: (message.pointee.partition, message.pointee.offset))
+            box.complete(.success((message.pointee.partition, message.pointee.offset)))
         } else {
             // Not rd_kafka_message_errstr: for a produced message its payload is the record
             // (not a C string), and librdkafka says that function is not for producers.
@@ -90,7 +133,7 @@ public final class KafkaProducer: Sendable {
             case RD_KAFKA_MSG_STATUS_PERSISTED: error.persistence = .persisted
             default: error.persistence = .possiblyPersisted
             }
-            box.continuation.resume(throwing: error)
+            box.complete(.failure(error))
         }
     }
 
@@ -102,7 +145,7 @@ public final class KafkaProducer: Sendable {
         topic: String, partition: Int32, key: [UInt8]?, value: [UInt8], headers: [KafkaHeader]
     ) async throws -> (partition: Int32, offset: Int64) {
         try await withCheckedThrowingContinuation { continuation in
-            let box = Unmanaged.passRetained(DeliveryBox(continuation))
+            let box = Unmanaged.passRetained(DeliveryBox { continuation.resume(with: $0) })
             let failure: KafkaError? = state.withLock { s -> KafkaError? in
                 if s.closed {
                     return KafkaError(code: KafkaError.destroyed, message: "producer is shut down")
@@ -117,6 +160,34 @@ public final class KafkaProducer: Sendable {
                 box.release()
                 continuation.resume(throwing: failure)
             }
+        }
+    }
+
+    /// Produces `records` one after the other, in their order (so a partition keeps it), and
+    /// answers, once every one was acknowledged or failed, which were acknowledged.
+    public func sendInOrder(_ records: [OutgoingRecord]) async -> [Bool] {
+        guard !records.isEmpty else { return [] }
+        return await withCheckedContinuation { continuation in
+            let batch = BatchDelivery(count: records.count, continuation)
+            let refused: [Int] = state.withLock { s in
+                var refused: [Int] = []
+                for (index, record) in records.enumerated() {
+                    guard !s.closed else {
+                        refused.append(index)
+                        continue
+                    }
+                    let box = Unmanaged.passRetained(DeliveryBox { batch.complete(index, acknowledged: (try? $0.get()) != nil) })
+                    if produce(
+                        topic: record.topic, partition: record.partition, key: record.key, value: record.value,
+                        headers: record.headers, opaque: box.toOpaque()) != nil
+                    {
+                        box.release()
+                        refused.append(index)
+                    }
+                }
+                return refused
+            }
+            for index in refused { batch.complete(index, acknowledged: false) }
         }
     }
 

@@ -48,6 +48,7 @@ struct AdminController: Sendable {
             let (redelivered, skipped) = try await node.redeliver(filter)
             return APIAnswer.success(["redelivered": redelivered, "skipped": skipped]).response
         }
+        registerEvents(to: admin)
         admin.get("trace/:messageId") { request, context in
             try authorize(request)
             let messageId = try context.parameters.require("messageId")
@@ -59,6 +60,28 @@ struct AdminController: Sendable {
             }
             guard let steps = found else { throw HeraldError.unknownMessage }
             return APIAnswer.success(MessageTrace(messageId: messageId, steps: steps)).response
+        }
+    }
+
+    /// `GET /admin/events?systemId=S[&limit=N]`: the recent lifecycle events of a system,
+    /// oldest first (standalone: from memory; cluster: the last hour of `herald.lifecycle`).
+    static let eventsLimit = 1000
+
+    func registerEvents(to admin: RouterGroup<HeraldRequestContext>) {
+        admin.get("events") { request, _ in
+            try authorize(request)
+            let options = Self.options(request)
+            guard let systemId = options["systemId"], SystemIDRule.isValid(systemId) else {
+                throw HeraldError.invalidField("systemId", SystemIDRule.description)
+            }
+            var limit = 100
+            if let text = options["limit"] {
+                guard let value = Int(text), (1...Self.eventsLimit).contains(value) else {
+                    throw HeraldError.invalidField("limit", "1 up to \(Self.eventsLimit)")
+                }
+                limit = value
+            }
+            return APIAnswer.success(try await node.fabric.lifecycle.recent(systemId: systemId, limit: limit)).response
         }
     }
 

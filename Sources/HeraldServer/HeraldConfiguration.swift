@@ -74,6 +74,7 @@ public struct HeraldConfiguration: Sendable {
     public var unicastTopic = Topics.unicast
     public var broadcastTopic = Topics.broadcast
     public var eventsTopic = Topics.events
+    public var lifecycleTopic = Topics.lifecycle
     public var etcdPrefix = "/herald/"
 
     public var isCluster: Bool { kafka != nil }
@@ -104,9 +105,10 @@ public struct HeraldConfiguration: Sendable {
             guard etcdPrefix.hasPrefix("/"), etcdPrefix.hasSuffix("/") else {
                 throw .invalid("etcd-prefix", "must start and end with '/', e.g. /herald/")
             }
-            let topics = [unicastTopic, broadcastTopic, eventsTopic]
+            let topics = [unicastTopic, broadcastTopic, eventsTopic, lifecycleTopic]
             guard !topics.contains(""), Set(topics).count == topics.count else {
-                throw .invalid("unicast-topic", "broadcast-topic and events-topic must be three different, non-empty names")
+                throw .invalid(
+                    "unicast-topic", "broadcast-topic, events-topic and lifecycle-topic must be four different, non-empty names")
             }
         }
         if !dev, (adminToken ?? "").isEmpty {

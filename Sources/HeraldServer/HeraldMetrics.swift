@@ -55,6 +55,8 @@ struct HeraldMetrics: Sendable {
         herald_presence_shed_total \(delivery.shedAnnouncements.load(ordering: .relaxed))
         # TYPE herald_binds_refused_total counter
         herald_binds_refused_total \(delivery.refusedBinds.load(ordering: .relaxed))
+        # TYPE herald_lifecycle_dropped_total counter
+        herald_lifecycle_dropped_total \(delivery.lifecycle?.droppedEvents ?? 0)
 
         """
     }

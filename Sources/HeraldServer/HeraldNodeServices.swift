@@ -88,6 +88,7 @@ extension HeraldConfiguration {
         settings.unicastTopic = unicastTopic
         settings.broadcastTopic = broadcastTopic
         settings.eventsTopic = eventsTopic
+        settings.lifecycleTopic = lifecycleTopic
         settings.etcdPrefix = etcdPrefix
         return settings
     }

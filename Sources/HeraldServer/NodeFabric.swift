@@ -11,6 +11,8 @@ protocol NodeFabric: Sendable {
     var bus: any Bus { get }
     var delivery: Delivery { get }
     var trace: any TraceRecorder { get }
+    /// Where the clients' lifecycle events go (docs/lifecycle.md).
+    var lifecycle: any LifecycleRecorder { get }
     var systems: any SystemDirectory { get }
     var presence: any PresenceDirectory { get }
     /// Idempotency-Keys every node sees; nil when this node's own cache is the whole truth.
@@ -47,6 +49,7 @@ final class StandaloneFabric: NodeFabric {
     let bus: any Bus
     let delivery: Delivery
     let trace: any TraceRecorder
+    let lifecycle: any LifecycleRecorder
     let systems: any SystemDirectory = InMemorySystemDirectory()
     let presence: any PresenceDirectory
     var sharedIdempotency: EtcdIdempotency? { nil }
@@ -58,7 +61,10 @@ final class StandaloneFabric: NodeFabric {
             address: configuration.advertisedAddress)
         let trace = InMemoryTrace(capacity: configuration.traceCapacity)
         let journal = MessageJournal(capacity: configuration.journalCapacity)
-        let delivery = Delivery(registry: registry, membership: membership, trace: trace, presence: configuration.groupPresence)
+        let lifecycle = InMemoryLifecycle()
+        let delivery = Delivery(
+            registry: registry, membership: membership, trace: trace, presence: configuration.groupPresence, lifecycle: lifecycle)
+        self.lifecycle = lifecycle
         let bus = LocalBus(journal: journal, delivery: delivery, slot: membership.local.slot)
         delivery.announce(through: bus)
         self.membership = membership
@@ -121,6 +127,7 @@ struct ClusterNodeFabric: NodeFabric {
     var bus: any Bus { cluster.bus }
     var delivery: Delivery { cluster.delivery }
     var trace: any TraceRecorder { cluster.trace }
+    var lifecycle: any LifecycleRecorder { cluster.lifecycle }
     var systems: any SystemDirectory { cluster.systems }
     var presence: any PresenceDirectory { cluster.presence }
     var sharedIdempotency: EtcdIdempotency? { cluster.idempotency }

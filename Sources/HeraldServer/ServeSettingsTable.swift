@@ -157,6 +157,9 @@ extension ServeSetting {
                 "events-topic", \.eventsTopic, "Topic of delivery events, read by /admin/trace.",
                 details: "Topic of the nodes' delivery events, read by `/admin/trace` and `herald trace`."),
             text(
+                "lifecycle-topic", \.lifecycleTopic, "Topic of client lifecycle events (docs/lifecycle.md).",
+                details: "Topic of the clients' lifecycle events (connected, disconnected, bound, unbound, resumed), keyed by system ID: docs/lifecycle.md."),
+            text(
                 "etcd-prefix", \.etcdPrefix, "Root of Herald's keys in etcd.",
                 details: "Root of Herald's keys in etcd (slots, nodes, systems)."),
         ]

@@ -45,6 +45,8 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
     private let queuedBytes = Atomic<Int>(0)
     /// Set once a close was asked for (by us) or the channel went away; any thread reads it.
     private let closing = Atomic<Bool>(false)
+    /// Why the node ended the connection, if it did (any thread).
+    private let endReason = Mutex<LifecycleEvent.Reason?>(nil)
 
     // Event-loop state.
     private var context: ChannelHandlerContext?
@@ -58,6 +60,8 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
     /// Written in the outbox's current pass, not yet flushed.
     private var awaitingFlush = false
     private var registered = false
+    /// Whether its `connected` (or `resumed`) event was recorded: only then a `disconnected`.
+    private var announced = false
     /// A ping's payload (or the text "ping") to answer once the socket drains; newer replace older.
     private var pendingPong: ByteBuffer?
     private var pendingTextPong = false
@@ -119,6 +123,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
             node.metrics.connections.increment()
             write(OutboundFrame(FrameEncoding.welcome(clientId: clientId, resume: outcome)), context: context)
             write(OutboundFrame(FrameEncoding.session(sessionToken(), pos: joined)), context: context)
+            record(.connected)
             context.flush()
         case .refused(let code, let message):
             node.metrics.refusedConnections.increment()
@@ -168,13 +173,15 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
                 return
             }
             let changes = joined.withLock { $0 }
-            self.onLoop { session, context in session.finishResume(outcome, joined: changes, connection: connection, context: context) }
+            self.onLoop { session, context in
+                session.finishResume(outcome, resumed: token.clientId, joined: changes, connection: connection, context: context)
+            }
         }
     }
 
     private func finishResume(
-        _ outcome: ResumeRecovery, joined: [ConnectionRegistry.Change], connection: ConnectionRegistry.Connection,
-        context: ChannelHandlerContext
+        _ outcome: ResumeRecovery, resumed oldClientId: String, joined: [ConnectionRegistry.Change],
+        connection: ConnectionRegistry.Connection, context: ChannelHandlerContext
     ) {
         resuming = false
         let registry = node.registry
@@ -191,6 +198,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
                 rememberPush(message.messageId)
             }
             node.metrics.resumes.increment()
+            record(.resumed, oldClientId: oldClientId)
             for change in joined { node.fabric.delivery.announce(.joined, change) }
             releaseHeld(context: context)
         case .refused(let reason):
@@ -208,6 +216,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
             write(OutboundFrame(FrameEncoding.welcome(clientId: clientId, resume: .notResumed(reason: reason))), context: context)
             write(OutboundFrame(FrameEncoding.session(sessionToken(), pos: pos)), context: context)
             node.metrics.resumesRefused.increment()
+            record(.connected)
         case .unavailable(let reason):
             // Not now: the client may ask the same resume again.
             for change in joined { _ = registry.unbind(serial: serial, group: change.group) }
@@ -271,6 +280,22 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
             node.fabric.delivery.announce(.left, change)
         }
         node.metrics.connections.decrement()
+        if announced { record(.disconnected, reason: endReason.withLock { $0 } ?? .clientClosed) }
+    }
+
+    /// Records a lifecycle event of this client (docs/lifecycle.md).
+    private func record(_ kind: LifecycleEvent.Kind, reason: LifecycleEvent.Reason? = nil, oldClientId: String? = nil) {
+        guard case .admitted(let systemId, let userId, _) = admission else { return }
+        if kind != .disconnected { announced = true }
+        node.fabric.lifecycle.record(
+            LifecycleEvent(
+                kind, systemId: systemId, clientId: clientId, userId: userId, identity: node.membership.local, reason: reason,
+                oldClientId: oldClientId))
+    }
+
+    /// Why the connection ends, as its `disconnected` event says; the first cause wins.
+    private func ending(_ reason: LifecycleEvent.Reason) {
+        endReason.withLock { if $0 == nil { $0 = reason } }
     }
 
     /// The server allows half-closed connections (for HTTP); a WebSocket whose client stopped
@@ -306,6 +331,14 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
 
     /// Closes after the frames already pushed; the socket goes `closeTimeout` later at the latest.
     func close(code: UInt16, reason: String) {
+        // The codes the node closes with: 1000 the business system asked (close_client), 1001
+        // shutdown, 1012 the node re-joined under a new epoch, 1013 too slow.
+        switch code {
+        case 1000: ending(.closedByAPI)
+        case 1001, 1012: ending(.nodeShutdown)
+        case 1013: ending(.slowConsumer)
+        default: break
+        }
         guard !closing.exchange(true, ordering: .relaxed) else { return }
         onLoop { session, context in
             session.sendClose(code: WebSocketErrorCode(codeNumber: Int(code)), reason: reason, context: context)
@@ -455,6 +488,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
         let now = NIODeadline.now()
         if now - lastInbound >= idleTimeout {
             node.metrics.idleCloses.increment()
+            ending(.idleTimeout)
             sendClose(code: .normalClosure, reason: "idle timeout", context: context)
         } else if now - lastPing >= pingInterval, context.channel.isWritable {
             lastPing = now
