@@ -133,7 +133,7 @@ public final class ClusterFabric: Sendable {
         }
         let local = membership.local
         guard let upto = consumer.betweenRecords(epoch: local.epoch, attach) else { return .unavailable("not consuming; retry") }
-        return await recovery.recover(token, since: since, upto: upto, limits: limits)
+        return await recovery.recover(token, since: since, upto: upto, partitions: partitions, limits: limits)
     }
 
     /// Runs `attach` between two deliveries of this node's stream; the cut it ran at, or nil (not

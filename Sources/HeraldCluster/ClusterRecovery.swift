@@ -84,8 +84,10 @@ public final class ClusterRecovery: Sendable {
     /// The messages after `since` for the token's old client ID, groups or system, up to
     /// `upto` on the broadcast partitions and to the end of the old slot's partition, oldest
     /// first; each with the cut just past it in the new connection's terms.
-    func recover(_ token: SessionToken, since: LogCut, upto: LogCut, limits: ResumeLimits) async -> ResumeRecovery {
-        let partitions = Self.partitions(of: token, count: upto.broadcast.count)
+    /// `partitions`: the token's broadcast partitions (`partitions(of:count:)`).
+    func recover(
+        _ token: SessionToken, since: LogCut, upto: LogCut, partitions: Set<Int32>, limits: ResumeLimits
+    ) async -> ResumeRecovery {
         let lead = await withCheckedContinuation { (answer: CheckedContinuation<ResumeRecovery, Never>) in
             let request = Request(
                 token: token, groups: Set(token.groups.map(\.group)), since: since, upto: upto, partitions: partitions,

@@ -116,9 +116,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
             }
             // Registered between two deliveries: the session frame's `pos` is exactly where the
             // connection joined the log (a client that gets no push can still resume from it).
-            let registry = node.registry
-            let joined = node.fabric.join { registry.add(connection) }
-            if joined == nil { registry.add(connection) }
+            let joined = register(connection)
             registered = true
             node.metrics.connections.increment()
             write(OutboundFrame(FrameEncoding.welcome(clientId: clientId, resume: outcome)), context: context)
@@ -208,10 +206,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
             // Registered only now (refused before the attach): its `pos` is known; otherwise the
             // client's first push gives it one.
             var pos: LogCut?
-            if registry.connection(serial: serial) == nil {
-                pos = node.fabric.join { registry.add(connection) }
-                if pos == nil { registry.add(connection) }
-            }
+            if registry.connection(serial: serial) == nil { pos = register(connection) }
             dropHeld()
             write(OutboundFrame(FrameEncoding.welcome(clientId: clientId, resume: .notResumed(reason: reason))), context: context)
             write(OutboundFrame(FrameEncoding.session(sessionToken(), pos: pos)), context: context)
@@ -225,6 +220,15 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, Cli
             sendClose(code: .init(codeNumber: 1013), reason: reason, context: context)
         }
         context.flush()
+    }
+
+    /// Registers `connection` between two deliveries of the fabric's stream and answers the cut
+    /// it joined at; plainly (and nil) when the fabric is not consuming.
+    private func register(_ connection: ConnectionRegistry.Connection) -> LogCut? {
+        let registry = node.registry
+        if let cut = node.fabric.join({ registry.add(connection) }) { return cut }
+        registry.add(connection)
+        return nil
     }
 
     /// Writes the live frames held while the resume was found, in the order they came.
