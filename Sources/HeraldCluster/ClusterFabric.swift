@@ -25,6 +25,10 @@ public final class ClusterFabric: Sendable {
     public let replay: ClusterReplay
     /// Lifecycle events of this node's clients, sent to `herald.lifecycle`.
     public let lifecycle: KafkaLifecycleRecorder
+    /// Snapshots of this node's live connections, the start of a `node_lost` report.
+    let snapshots: LifecycleSnapshotWriter
+    /// Reports the clients of nodes that died (`node_lost`).
+    let lostNodes: LostNodeReporter
     /// Resumes: what a reconnecting client missed, read back from Kafka.
     private let recovery: ClusterRecovery
     private let codec: ClientIDCodec
@@ -80,6 +84,12 @@ public final class ClusterFabric: Sendable {
             producer: producer, scanner: KafkaScanner(kafka: settings.kafka, logger: logger), topic: settings.lifecycleTopic,
             logger: logger)
         self.lifecycle = lifecycle
+        self.snapshots = LifecycleSnapshotWriter(
+            producer: producer, admin: admin, registry: registry, membership: membership, lifecycle: lifecycle,
+            lifecycleTopic: settings.lifecycleTopic, interval: settings.lifecycleSnapshotInterval, logger: logger)
+        self.lostNodes = LostNodeReporter(
+            settings: settings, etcd: etcd, membership: membership, lifecycle: lifecycle, admin: admin,
+            scanner: KafkaScanner(kafka: settings.kafka, logger: logger), logger: logger)
         self.admin = admin
         self.membership = membership
         let bus = KafkaBus(producer: producer, settings: settings)
@@ -145,6 +155,17 @@ public final class ClusterFabric: Sendable {
         return cut
     }
 
+    /// The cluster's own counters, in Prometheus text format.
+    public var metricsText: String {
+        """
+        # TYPE herald_lifecycle_snapshots_total counter
+        herald_lifecycle_snapshots_total \(snapshots.snapshotsWritten)
+        # TYPE herald_lifecycle_node_lost_reported_total counter
+        herald_lifecycle_node_lost_reported_total \(lostNodes.eventsReported)
+
+        """
+    }
+
     /// How long a resume waits for this node to reach the client's position.
     static let catchUpTimeout: Duration = .seconds(3)
 
@@ -177,7 +198,16 @@ public final class ClusterFabric: Sendable {
         let registry = self.registry
         let logger = self.logger
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.membership.run(connections: { registry.count }) }
+            group.addTask {
+                await self.membership.run(connections: { registry.count }) { identity in
+                    // Leaving cleanly: once this node's last events are sent (its clients'
+                    // node_shutdown among them), it marks itself said goodbye to, so no survivor
+                    // reports its clients node_lost.
+                    let until = ContinuousClock.now + .seconds(5)
+                    while !self.lifecycle.isFinished, ContinuousClock.now < until { try? await Task.sleep(for: .milliseconds(20)) }
+                    if self.lifecycle.isFinished { await self.lostNodes.markReportedBySelf(identity) }
+                }
+            }
             group.addTask {
                 await self.consumer.run(identities: self.membership.identityChanges) { identity in
                     // IDs of the clients here name the old epoch: they must reconnect for new ones.
@@ -195,11 +225,15 @@ public final class ClusterFabric: Sendable {
             }
             group.addTask { await self.trace.run() }
             group.addTask { await self.lifecycle.run() }
+            group.addTask { await self.snapshots.run() }
+            group.addTask { await self.lostNodes.run() }
             await group.waitForAll()
         }
         await bus.shutdown()
         try? await membershipHTTP.shutdown()
     }
+
+    private var snapshotTopic: String { LifecycleSnapshot.topic(for: settings.lifecycleTopic) }
 
     private func ensureTopics() async {
         let configs = ["min.insync.replicas": String(settings.minInsyncReplicas)]
@@ -208,9 +242,13 @@ public final class ClusterFabric: Sendable {
                 for (topic, partitions) in [
                     (settings.unicastTopic, settings.unicastPartitions), (settings.broadcastTopic, settings.broadcastPartitions),
                     (settings.eventsTopic, settings.broadcastPartitions), (settings.lifecycleTopic, settings.broadcastPartitions),
+                    (snapshotTopic, 1),
                 ] {
+                    // Snapshots: only each node epoch's newest matters (LifecycleSnapshot).
+                    let compacted = topic == snapshotTopic ? ["cleanup.policy": "compact"] : [:]
                     try await admin.createTopic(
-                        topic, partitions: partitions, replicationFactor: settings.replicationFactor, configs: configs)
+                        topic, partitions: partitions, replicationFactor: settings.replicationFactor,
+                        configs: configs.merging(compacted) { $1 })
                     guard let layout = try await admin.layout(topic) else { continue }
                     if layout.replicationFactor < Int(settings.replicationFactor) {
                         logger.warning(
@@ -259,7 +297,7 @@ public final class ClusterFabric: Sendable {
     private func checkTopics() async {
         let generation = membership.logGeneration
         var missing: [String] = []
-        for topic in [settings.unicastTopic, settings.broadcastTopic, settings.eventsTopic, settings.lifecycleTopic] {
+        for topic in [settings.unicastTopic, settings.broadcastTopic, settings.eventsTopic, settings.lifecycleTopic, snapshotTopic] {
             do {
                 if try await admin.layout(topic) == nil { missing.append(topic) }
             } catch {

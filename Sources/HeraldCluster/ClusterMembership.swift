@@ -49,6 +49,11 @@ public final class ClusterMembership: Membership {
     /// Each new generation of the Kafka log some node announced after it was seen while this
     /// node watched: the broker lost its log, and what it holds now was all written since.
     public let logGenerations: AsyncStream<Int64>
+    private let departed: AsyncStream<NodeRecord>.Continuation
+    /// Each other node this one saw leave: its record gone from etcd (its lease ended, by a
+    /// crash or a clean shutdown), or replaced by one with another slot or epoch (it came back
+    /// as a new epoch). The record is the one it had, naming the epoch that ended.
+    public let departures: AsyncStream<NodeRecord>
 
     init(settings: ClusterSettings, etcd: EtcdClient, admin: KafkaAdmin, logger: Logger) {
         self.settings = settings
@@ -57,6 +62,7 @@ public final class ClusterMembership: Membership {
         self.logger = logger
         (identityChanges, changes) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(4))
         (logGenerations, newGenerations) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
+        (departures, departed) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(256))
     }
 
     /// The generation of the Kafka log in this node's view; pass it to `announceNewLog`.
@@ -117,6 +123,11 @@ public final class ClusterMembership: Membership {
         }
     }
 
+    /// The lease this node holds now, if it has joined.
+    var currentLease: Int64? {
+        state.withLock { $0.identity != nil ? $0.lease : nil }
+    }
+
     func cachedSystem(_ id: String) -> SystemRecord? {
         state.withLock { $0.systems[id] }
     }
@@ -128,8 +139,11 @@ public final class ClusterMembership: Membership {
     // MARK: Running
 
     /// Joins, then keeps the lease, the view and this node's record current, until cancelled.
-    /// A lost lease (etcd says it is gone) leads to a new claim with a new epoch.
-    public func run(connections: @escaping @Sendable () -> Int) async {
+    /// A lost lease (etcd says it is gone) leads to a new claim with a new epoch. On the way
+    /// out, `beforeLeaving` runs with the last identity, before the lease is revoked.
+    public func run(
+        connections: @escaping @Sendable () -> Int, beforeLeaving: @escaping @Sendable (NodeIdentity) async -> Void = { _ in }
+    ) async {
         while !Task.isCancelled {
             do {
                 let (lease, revision) = try await join(connections: connections())
@@ -157,6 +171,11 @@ public final class ClusterMembership: Membership {
             }
         }
         changes.finish()
+        departed.finish()
+        if let identity = state.withLock({ $0.identity }) {
+            // Detached: the running task is cancelled, and this must still reach etcd.
+            await Task.detached { await beforeLeaving(identity) }.value
+        }
         await leave()
     }
 
@@ -265,12 +284,13 @@ public final class ClusterMembership: Membership {
         while !Task.isCancelled {
             do {
                 for try await event in etcd.watchPrefix(settings.etcdPrefix, startRevision: next) {
-                    let generation = state.withLock { state -> Int64? in
+                    let (generation, gone) = state.withLock { state -> (Int64?, NodeRecord?) in
                         let before = state.logGeneration
-                        apply(event.kv, deleted: event.kind == .delete, to: &state)
-                        return state.logGeneration > before ? state.logGeneration : nil
+                        let gone = apply(event.kv, deleted: event.kind == .delete, to: &state)
+                        return (state.logGeneration > before ? state.logGeneration : nil, gone)
                     }
                     if let generation { newGenerations.yield(generation) }
+                    if let gone { departed.yield(gone) }
                     next = max(next, event.kv.modRevision + 1, event.revision + 1)
                 }
             } catch {
@@ -281,14 +301,21 @@ public final class ClusterMembership: Membership {
             guard !Task.isCancelled else { return }
             do {
                 let (kvs, revision) = try await etcd.getPrefix(settings.etcdPrefix)
-                let generation = state.withLock { state -> Int64? in
+                let (generation, gone) = state.withLock { state -> (Int64?, [NodeRecord]) in
                     let before = state.logGeneration
+                    let known = state.nodes
                     state.slots = [:]
                     state.nodes = [:]
                     for kv in kvs { apply(kv, deleted: false, to: &state) }
-                    return state.logGeneration > before ? state.logGeneration : nil
+                    // Nodes that left while the watch was broken.
+                    let gone = known.values.filter { old in
+                        old.nodeId != settings.nodeId
+                            && state.nodes[old.nodeId].map { $0.slot != old.slot || $0.epoch != old.epoch } ?? true
+                    }
+                    return (state.logGeneration > before ? state.logGeneration : nil, gone)
                 }
                 if let generation { newGenerations.yield(generation) }
+                for record in gone { departed.yield(record) }
                 next = revision + 1
                 markReachable(true)
             } catch {
@@ -317,12 +344,19 @@ public final class ClusterMembership: Membership {
         }
     }
 
-    private func apply(_ kv: EtcdKeyValue, deleted: Bool, to state: inout State) {
+    /// Applies one change to the view; answers the other node it ended, if it ended one.
+    @discardableResult
+    private func apply(_ kv: EtcdKeyValue, deleted: Bool, to state: inout State) -> NodeRecord? {
         switch settings.etcdKeys.parse(kv.key) {
         case .slot(let slot):
             state.slots[slot] = deleted ? nil : UInt64(kv.createRevision)
         case .node(let nodeId):
-            state.nodes[nodeId] = deleted ? nil : try? JSONDecoder().decode(NodeRecord.self, from: Data(kv.value))
+            let old = state.nodes[nodeId]
+            let new = deleted ? nil : try? JSONDecoder().decode(NodeRecord.self, from: Data(kv.value))
+            state.nodes[nodeId] = new
+            if let old, nodeId != settings.nodeId, new.map({ $0.slot != old.slot || $0.epoch != old.epoch }) ?? true {
+                return old
+            }
         case .system(let systemId):
             state.systems[systemId] = deleted ? nil : try? JSONDecoder().decode(SystemRecord.self, from: Data(kv.value))
         case .logGeneration:
@@ -330,6 +364,7 @@ public final class ClusterMembership: Membership {
         case .other:
             break
         }
+        return nil
     }
 
     /// On shutdown: give the slot back at once rather than after the TTL.

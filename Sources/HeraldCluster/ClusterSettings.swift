@@ -20,6 +20,9 @@ public struct ClusterSettings: Sendable {
     public var broadcastTopic = Topics.broadcast
     public var eventsTopic = Topics.events
     public var lifecycleTopic = Topics.lifecycle
+    /// How often a node writes the snapshot of its connections that a `node_lost` report starts
+    /// from (while they change; docs/lifecycle.md).
+    public var lifecycleSnapshotInterval: Duration = .seconds(30)
     /// Root of Herald's keys in etcd.
     public var etcdPrefix = "/herald/"
     /// How long a node waits for a peer's answer (online lists, client status).

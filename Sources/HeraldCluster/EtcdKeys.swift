@@ -4,6 +4,10 @@
 /// - `<root>nodes/<nodeId>`: a live node's record (JSON `NodeRecord`, leased);
 /// - `<root>systems/<systemId>`: a registered system (JSON `SystemRecord`, no lease);
 /// - `<root>idempotency/<systemId>/<sha256 of route and key>`: a shared Idempotency-Key record;
+/// - `<root>lost/<nodeId>/<epoch>`: who reports the clients of that node's epoch as `node_lost`
+///   (docs/lifecycle.md): `reporting <node>` under the reporter's lease while it works, then
+///   `reported <node> <count>` under a lease of a day (a node that shut down cleanly writes
+///   `reported` for itself), so exactly one survivor reports each dead node;
 /// - `<root>log-generation`: written once each time a node finds Herald's topics gone from the
 ///   broker (and creates them again); its mod revision is the generation of the Kafka log.
 ///
@@ -29,10 +33,12 @@ public struct EtcdKeys: Sendable, Hashable {
     var systems: String { root + "systems/" }
     var idempotency: String { root + "idempotency/" }
     var logGeneration: String { root + "log-generation" }
+    var lostReports: String { root + "lost/" }
 
     func slot(_ slot: UInt32) -> String { slots + String(slot) }
     func node(_ nodeId: String) -> String { nodes + nodeId }
     func system(_ systemId: String) -> String { systems + systemId }
+    func lostReport(nodeId: String, epoch: UInt64) -> String { lostReports + nodeId + "/" + String(epoch) }
     func idempotency(systemId: String, digestHex: String) -> String { idempotency + systemId + "/" + digestHex }
 
     public func parse(_ key: String) -> Parsed {

@@ -23,6 +23,8 @@ public final class KafkaLifecycleRecorder: LifecycleRecorder {
     private let capacityBytes: Int
     private let buffer = Mutex(Buffer())
     private let dropped = Atomic<Int>(0)
+    private let recorded = Atomic<Int>(0)
+    private let done = Atomic<Bool>(false)
     /// Events sent per pass at most: a backlog after an outage drains in bounded bites.
     static let perPass = 2000
     /// How far back `/admin/events` looks.
@@ -41,6 +43,7 @@ public final class KafkaLifecycleRecorder: LifecycleRecorder {
     }
 
     public func record(_ event: LifecycleEvent) {
+        recorded.add(1, ordering: .relaxed)
         let size = event.approximateBytes
         let kept = buffer.withLock { buffer -> Bool in
             guard buffer.events.count < capacity, buffer.bytes + size <= capacityBytes else { return false }
@@ -59,6 +62,26 @@ public final class KafkaLifecycleRecorder: LifecycleRecorder {
     }
 
     public var droppedEvents: Int { dropped.load(ordering: .relaxed) }
+
+    /// Events recorded so far: when it has not moved, this node's clients have not changed.
+    var recordedEvents: Int { recorded.load(ordering: .relaxed) }
+
+    /// Whether `run` has made its last pass (the node is shutting down).
+    var isFinished: Bool { done.load(ordering: .relaxed) }
+
+    /// Sends `events` now, past the buffer, and answers whether Kafka acknowledged all of them
+    /// (what failed may be sent again: the IDs are the same). For a survivor's `node_lost`
+    /// report, which must be in Kafka before it says it is done.
+    func sendNow(_ events: [LifecycleEvent]) async -> Bool {
+        recorded.add(events.count, ordering: .relaxed)
+        return await producer.sendInOrder(events.map(record(of:))).allSatisfy { $0 }
+    }
+
+    private func record(of event: LifecycleEvent) -> OutgoingRecord {
+        OutgoingRecord(
+            topic: topic, key: Array(event.systemId.utf8), value: Array(event.json.utf8),
+            headers: [KafkaHeader("event", event.event.rawValue), KafkaHeader("eventId", event.eventId)])
+    }
 
     /// Events waiting to be sent.
     public var pending: Int { buffer.withLock { $0.events.count } }
@@ -96,6 +119,7 @@ public final class KafkaLifecycleRecorder: LifecycleRecorder {
             dropped.add(left, ordering: .relaxed)
             logger.error("lifecycle events not sent before shutdown", metadata: ["events": "\(left)"])
         }
+        done.store(true, ordering: .relaxed)
     }
 
     /// One pass; false when a send failed (what failed is back at the front of the buffer).
@@ -108,12 +132,7 @@ public final class KafkaLifecycleRecorder: LifecycleRecorder {
         }
         guard !batch.isEmpty else { return true }
         // In order: one system's events go to one partition, and keep their order there.
-        let acknowledged = await producer.sendInOrder(
-            batch.map {
-                OutgoingRecord(
-                    topic: topic, key: Array($0.systemId.utf8), value: Array($0.json.utf8),
-                    headers: [KafkaHeader("event", $0.event.rawValue), KafkaHeader("eventId", $0.eventId)])
-            })
+        let acknowledged = await producer.sendInOrder(batch.map(record(of:)))
         let failed = acknowledged.indices.filter { !acknowledged[$0] }
         guard !failed.isEmpty else { return true }
         // Sent again later, with the same event IDs (consumers deduplicate): at least once.

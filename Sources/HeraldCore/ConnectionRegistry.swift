@@ -223,6 +223,11 @@ public final class ConnectionRegistry: Sendable {
         }
     }
 
+    /// Every connection here, as it is now (for the node's lifecycle snapshots).
+    public func allConnections() -> [Connection] {
+        state.withLock { Array($0.connections.values) }
+    }
+
     public func allSinks() -> [any ClientSink] {
         state.withLock { $0.connections.values.map(\.sink) }
     }

@@ -75,6 +75,8 @@ public struct HeraldConfiguration: Sendable {
     public var broadcastTopic = Topics.broadcast
     public var eventsTopic = Topics.events
     public var lifecycleTopic = Topics.lifecycle
+    /// Seconds between the snapshots of a node's connections (`node_lost` reports start there).
+    public var lifecycleSnapshotInterval: Double = 30
     public var etcdPrefix = "/herald/"
 
     public var isCluster: Bool { kafka != nil }

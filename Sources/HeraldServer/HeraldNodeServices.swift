@@ -89,6 +89,7 @@ extension HeraldConfiguration {
         settings.broadcastTopic = broadcastTopic
         settings.eventsTopic = eventsTopic
         settings.lifecycleTopic = lifecycleTopic
+        settings.lifecycleSnapshotInterval = .milliseconds(Int64(lifecycleSnapshotInterval * 1000))
         settings.etcdPrefix = etcdPrefix
         return settings
     }

@@ -40,6 +40,8 @@ protocol NodeFabric: Sendable {
     func join(_ attach: () -> Void) -> LogCut?
     /// The fabric's own work (membership, consumption, probes), until cancelled.
     func run() async
+    /// Metrics only this kind of fabric has, in Prometheus text format ("" when none).
+    var metricsText: String { get }
 }
 
 /// A node alone: slot 0 under an epoch of its own start, a journal for replay, traces in memory,
@@ -117,6 +119,8 @@ final class StandaloneFabric: NodeFabric {
             try? await Task.sleep(for: .seconds(3600))
         }
     }
+
+    var metricsText: String { "" }
 }
 
 /// A cluster node: Kafka carries the messages, etcd tells who holds which slot.
@@ -133,6 +137,7 @@ struct ClusterNodeFabric: NodeFabric {
     var sharedIdempotency: EtcdIdempotency? { cluster.idempotency }
     var acceptsClients: Bool { cluster.acceptsClients }
     var problem: String? { cluster.isReady ? nil : cluster.problem ?? "starting" }
+    var metricsText: String { cluster.metricsText }
 
     func recover(_ token: SessionToken, since: LogCut, limits: ResumeLimits, attach: () -> Void) async -> ResumeRecovery {
         await cluster.recover(token, since: since, limits: limits, attach: attach)

@@ -159,6 +159,11 @@ extension ServeSetting {
             text(
                 "lifecycle-topic", \.lifecycleTopic, "Topic of client lifecycle events (docs/lifecycle.md).",
                 details: "Topic of the clients' lifecycle events (connected, disconnected, bound, unbound, resumed), keyed by system ID: docs/lifecycle.md."),
+            number(
+                "lifecycle-snapshot-interval", \.lifecycleSnapshotInterval,
+                "Seconds between snapshots of a node's connections, for node_lost reports.",
+                details: "Seconds between the snapshots a node writes of its live connections (to `<lifecycle-topic>.snapshots`, while they change): a survivor reporting a dead node's clients `node_lost` reads its newest snapshot and its events since (docs/lifecycle.md).",
+                rule: .positive, clusterOnly: true),
             text(
                 "etcd-prefix", \.etcdPrefix, "Root of Herald's keys in etcd.",
                 details: "Root of Herald's keys in etcd (slots, nodes, systems)."),

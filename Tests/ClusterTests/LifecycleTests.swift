@@ -49,5 +49,68 @@ extension ClusterSuite {
             }
             try await LocalCluster.control("start", "node3")
         }
+
+        /// A counter of a node's /metrics.
+        static func metric(_ node: RemoteHerald, _ name: String) async throws -> Int {
+            let r = try await node.api.adminGet("/metrics")
+            let line = r.body.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+            return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
+        }
+
+        @Test("kill -9 of a node holding 50 clients: exactly one survivor reports each of them node_lost, and no client that had left, within lease TTL + 5 s")
+        func killedNode() async throws {
+            let system = try await LocalCluster.registerSystem()
+            let node3 = LocalCluster.node(3)
+            // Some clients are in the node's snapshot, some only in its events since.
+            var held: [ConnectedClient] = []
+            for _ in 0..<30 { held.append(try await system.via(node3).connect()) }
+            var left: [String] = []
+            for _ in 0..<3 {
+                let c = try await system.via(node3).connect()
+                try await c.ws.close()
+                left.append(c.clientId)
+            }
+            let snapshots = try await Self.metric(node3, "herald_lifecycle_snapshots_total")
+            _ = try await LocalCluster.eventually("a lifecycle snapshot of node3", timeout: .seconds(30)) {
+                try await Self.metric(node3, "herald_lifecycle_snapshots_total") > snapshots
+            }
+            for _ in 0..<22 { held.append(try await system.via(node3).connect()) }
+            for c in held.prefix(2) {
+                try await c.ws.close()
+                left.append(c.clientId)
+            }
+            let live = Set(held.dropFirst(2).map(\.clientId))
+            #expect(live.count == 50)
+            // Every event of theirs is in Kafka before the kill (the kill is of a process, not of
+            // what it sent).
+            _ = try await LifecycleChecks.events(LocalCluster.node(1), system.id, count: 55 + 5, timeout: .seconds(20))
+            let killed = ContinuousClock.now
+            try await LocalCluster.control("kill", "node3")
+            do {
+                let took = try await LocalCluster.eventually("50 node_lost events", timeout: .seconds(30), every: .milliseconds(100)) {
+                    let events = try await LifecycleChecks.events(LocalCluster.node(1), system.id)
+                    return events.filter { $0["reason"]?.string == "node_lost" }.count >= 50
+                }
+                let sinceKill = ContinuousClock.now - killed
+                // Let a second reporter, if there were one, show itself.
+                try await Task.sleep(for: .seconds(3))
+                let events = try await LifecycleChecks.events(LocalCluster.node(1), system.id)
+                let lost = events.filter { $0["reason"]?.string == "node_lost" }
+                print("node_lost: 50 events \(sinceKill) after kill -9 (lease TTL 10 s; polled every 100 ms, \(took) of waiting)")
+                #expect(sinceKill < .seconds(15), "node_lost took \(sinceKill), more than TTL + 5 s")
+                #expect(lost.count == 50, "\(lost.count) node_lost events")
+                #expect(Set(lost.compactMap { $0["clientId"]?.string }) == live)
+                #expect(Set(lost.compactMap { $0["reportedBy"]?.string }).count == 1)
+                #expect(lost.allSatisfy { ["node1", "node2"].contains($0["reportedBy"]?.string ?? "") })
+                #expect(lost.allSatisfy { $0["node"]?.string == "node3" && $0["event"]?.string == "disconnected" })
+                #expect(Set(lost.compactMap { $0["eventId"]?.string }).count == 50)
+                #expect(lost.allSatisfy { !left.contains($0["clientId"]?.string ?? "") })
+                try LifecycleChecks.expectValid(lost)
+            } catch {
+                try? await LocalCluster.control("start", "node3")
+                throw error
+            }
+            try await LocalCluster.control("start", "node3")
+        }
     }
 }
