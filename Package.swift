@@ -80,6 +80,7 @@ let package = Package(
             dependencies: [
                 "HeraldCore",
                 "HeraldCluster",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

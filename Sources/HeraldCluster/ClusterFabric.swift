@@ -155,6 +155,11 @@ public final class ClusterFabric: Sendable {
         return cut
     }
 
+    /// This node's share of `herald.lifecycle`, for webhooks, until cancelled.
+    public func feedWebhooks(_ deliver: @escaping @Sendable (LifecycleEvent, @escaping @Sendable () -> Void) -> Void) async {
+        await LifecycleWebhookFeed(settings: settings, logger: logger).run(deliver: deliver)
+    }
+
     /// The cluster's own counters, in Prometheus text format.
     public var metricsText: String {
         """

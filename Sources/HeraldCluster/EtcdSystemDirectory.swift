@@ -25,6 +25,15 @@ public struct EtcdSystemDirectory: SystemDirectory {
         }
     }
 
+    public func update(_ record: SystemRecord) async throws(HeraldError) {
+        do {
+            _ = try await etcd.put(keys.system(record.systemId), value: Array(try JSONEncoder().encode(record)))
+            membership.remember(record)
+        } catch {
+            throw .unavailable("etcd: \(error)")
+        }
+    }
+
     public func lookup(_ systemId: String) async throws(HeraldError) -> SystemRecord? {
         if let cached = membership.cachedSystem(systemId) { return cached }
         if lookups.isKnownMissing(systemId) { return nil }

@@ -3,8 +3,8 @@ import Foundation
 import Synchronization
 
 /// A registered business system. Its API secret is kept only as a salted hash; when client
-/// auth is on, the secret itself is needed to verify HS256 tokens, so it is also kept
-/// sealed with the cluster key (never in clear).
+/// auth is on, the secret itself is needed to verify HS256 tokens, and with a webhook to sign
+/// its bodies, so it is then also kept sealed with the cluster key (never in clear).
 public struct SystemRecord: Sendable, Hashable, Codable {
     public var systemId: String
     public var salt: Data?
@@ -12,8 +12,15 @@ public struct SystemRecord: Sendable, Hashable, Codable {
     public var sealedSecret: Data?
     public var clientAuth: Bool
     public var registeredAt: Int64
+    /// Where the system's lifecycle events are POSTed (docs/lifecycle.md), if anywhere.
+    public var webhook: String?
+    /// When the webhook was set: events before it are not sent to it.
+    public var webhookSince: Int64?
 
-    public init(systemId: String, secret: String?, clientAuth: Bool, sealer: ClientIDCodec, at: Int64 = Clock.nowMillis()) {
+    public init(
+        systemId: String, secret: String?, clientAuth: Bool, webhook: String? = nil, sealer: ClientIDCodec,
+        at: Int64 = Clock.nowMillis()
+    ) {
         self.systemId = systemId
         self.registeredAt = at
         self.clientAuth = clientAuth && secret != nil
@@ -21,7 +28,27 @@ public struct SystemRecord: Sendable, Hashable, Codable {
         let salt = Data((0..<16).map { _ in UInt8.random(in: .min ... .max) })
         self.salt = salt
         self.secretHash = Self.hash(secret, salt: salt)
-        if self.clientAuth { self.sealedSecret = sealer.sealBytes(Data(secret.utf8)) }
+        if let webhook {
+            self.webhook = webhook
+            self.webhookSince = at
+        }
+        if self.clientAuth || webhook != nil { self.sealedSecret = sealer.sealBytes(Data(secret.utf8)) }
+    }
+
+    /// The same system with its webhook set to `url` (nil: none); `secret` is the system's own
+    /// (checked by the caller), sealed to sign the bodies.
+    public func withWebhook(_ url: String?, secret: String, sealer: ClientIDCodec, at: Int64 = Clock.nowMillis()) -> SystemRecord {
+        var record = self
+        record.webhook = url
+        record.webhookSince = url == nil ? nil : at
+        if url != nil, record.sealedSecret == nil { record.sealedSecret = sealer.sealBytes(Data(secret.utf8)) }
+        return record
+    }
+
+    /// The secret that signs webhook bodies, when the system has a webhook.
+    public func webhookSecret(_ codec: ClientIDCodec) -> Data? {
+        guard webhook != nil, let sealedSecret else { return nil }
+        return codec.openBytes(sealedSecret)
     }
 
     public var requiresSecret: Bool { secretHash != nil }
@@ -115,9 +142,24 @@ public final class SystemLookupGuard: Sendable {
     }
 }
 
+/// What a webhook URL may be: `http` or `https`, with a host, at most 2,048 bytes.
+public enum WebhookURLRule {
+    public static let maxBytes = 2048
+    public static let description = "an http:// or https:// URL with a host, at most 2048 bytes"
+
+    public static func isValid(_ text: String) -> Bool {
+        guard text.utf8.count <= maxBytes, let url = URL(string: text), let scheme = url.scheme?.lowercased(),
+            scheme == "http" || scheme == "https", let host = url.host, !host.isEmpty, url.user == nil
+        else { return false }
+        return true
+    }
+}
+
 /// Where registered systems live: memory on a standalone node, etcd in a cluster.
 public protocol SystemDirectory: Sendable {
     func register(_ record: SystemRecord) async throws(HeraldError)
+    /// Replaces a registered system's record (its webhook changed).
+    func update(_ record: SystemRecord) async throws(HeraldError)
     func lookup(_ systemId: String) async throws(HeraldError) -> SystemRecord?
 }
 
@@ -133,6 +175,10 @@ public final class InMemorySystemDirectory: SystemDirectory {
             return true
         }
         guard inserted else { throw .alreadyRegistered(record.systemId) }
+    }
+
+    public func update(_ record: SystemRecord) async throws(HeraldError) {
+        systems.withLock { $0[record.systemId] = record }
     }
 
     public func lookup(_ systemId: String) async throws(HeraldError) -> SystemRecord? {

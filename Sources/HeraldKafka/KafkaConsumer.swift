@@ -4,7 +4,9 @@ import Logging
 import Synchronization
 
 /// A consumer of explicitly assigned partitions (`rd_kafka_assign`: no subscription, no
-/// group membership, no commits).
+/// group membership, no commits), or a member of a consumer group (`rd_kafka_subscribe`:
+/// librdkafka balances the partitions across the members, and `commit` stores where the group
+/// is).
 ///
 /// A dedicated thread runs `rd_kafka_consumer_poll` (never the Swift concurrency pool) and
 /// hands records to `records` through a bounded buffer: when the buffer is full the poll
@@ -27,11 +29,46 @@ public final class KafkaConsumer: Sendable {
     ///     `enable.auto.commit` and `enable.auto.offset.store` default to false.
     ///   - assignments: the partitions to read and where to start.
     ///   - bufferCapacity: records held between the poll thread and the reader.
-    public init(
+    public convenience init(
         config: [String: String],
         assignments: [(topic: String, partition: Int32, offset: KafkaOffset)],
         logger: Logger,
         bufferCapacity: Int = 1024
+    ) throws {
+        try self.init(config: config, logger: logger, bufferCapacity: bufferCapacity, grouped: false) { rk in
+            let list = rd_kafka_topic_partition_list_new(Int32(max(1, assignments.count)))!
+            defer { rd_kafka_topic_partition_list_destroy(list) }
+            for a in assignments {
+                let tp = rd_kafka_topic_partition_list_add(list, a.topic, a.partition)!
+                tp.pointee.offset = a.offset.rawValue
+            }
+            let err = rd_kafka_assign(rk, list)
+            guard err == RD_KAFKA_RESP_ERR_NO_ERROR else {
+                throw KafkaError(err, "rd_kafka_assign: \(String(cString: rd_kafka_err2str(err)))")
+            }
+        }
+    }
+
+    /// A member of the consumer group `config["group.id"]` (required) over `topics`. Where a
+    /// partition starts is the group's committed offset, else `auto.offset.reset`.
+    public convenience init(config: [String: String], subscribe topics: [String], logger: Logger, bufferCapacity: Int = 1024) throws {
+        guard config["group.id"] != nil else {
+            throw KafkaError(code: KafkaError.invalidArgument, message: "a group consumer needs a group.id")
+        }
+        try self.init(config: config, logger: logger, bufferCapacity: bufferCapacity, grouped: true) { rk in
+            let list = rd_kafka_topic_partition_list_new(Int32(max(1, topics.count)))!
+            defer { rd_kafka_topic_partition_list_destroy(list) }
+            for topic in topics { rd_kafka_topic_partition_list_add(list, topic, RD_KAFKA_PARTITION_UA) }
+            let err = rd_kafka_subscribe(rk, list)
+            guard err == RD_KAFKA_RESP_ERR_NO_ERROR else {
+                throw KafkaError(err, "rd_kafka_subscribe: \(String(cString: rd_kafka_err2str(err)))")
+            }
+        }
+    }
+
+    private init(
+        config: [String: String], logger: Logger, bufferCapacity: Int, grouped: Bool,
+        start: (OpaquePointer) throws -> Void
     ) throws {
         var config = config
         if config["group.id"] == nil { config["group.id"] = "herald-\(UUID().uuidString.lowercased())" }
@@ -43,16 +80,9 @@ public final class KafkaConsumer: Sendable {
         let rk = handle.rk
         // Route the main queue (errors, logs events) to the consumer queue we poll.
         rd_kafka_poll_set_consumer(rk)
-
-        let list = rd_kafka_topic_partition_list_new(Int32(max(1, assignments.count)))!
-        defer { rd_kafka_topic_partition_list_destroy(list) }
-        for a in assignments {
-            let tp = rd_kafka_topic_partition_list_add(list, a.topic, a.partition)!
-            tp.pointee.offset = a.offset.rawValue
-        }
-        let err = rd_kafka_assign(rk, list)
-        if err != RD_KAFKA_RESP_ERR_NO_ERROR {
-            let error = KafkaError(err, "rd_kafka_assign: \(String(cString: rd_kafka_err2str(err)))")
+        do {
+            try start(rk)
+        } catch {
             startThread("rdkafka-consumer-destroy") { handle.destroyBlocking() }
             throw error
         }
@@ -65,8 +95,8 @@ public final class KafkaConsumer: Sendable {
 
         startThread("rdkafka-consumer-poll") {
             KafkaConsumer.pollLoop(handle: handle, channel: channel, logger: logger)
-            // Leaving: close and destroy the handle here, off the pool.
-            _ = handle.withLive { rk in rd_kafka_assign(rk, nil) }
+            // Leaving: close (a group member leaves its group) and destroy the handle here, off the pool.
+            if !grouped { _ = handle.withLive { rk in rd_kafka_assign(rk, nil) } }
             rd_kafka_consumer_close(handle.rk)
             handle.destroyBlocking()
             done.signal()
@@ -121,6 +151,21 @@ public final class KafkaConsumer: Sendable {
             return (low, high)
         }
         return result ?? nil
+    }
+
+    /// Stores where the group is (the next offset to read of each partition), asynchronously:
+    /// a commit that fails is only logged, and the next one covers it. For a group consumer.
+    public func commit(_ offsets: [(topic: String, partition: Int32, next: Int64)]) {
+        guard !offsets.isEmpty else { return }
+        _ = handle.withLive { rk in
+            let list = rd_kafka_topic_partition_list_new(Int32(offsets.count))!
+            defer { rd_kafka_topic_partition_list_destroy(list) }
+            for o in offsets { rd_kafka_topic_partition_list_add(list, o.topic, o.partition)!.pointee.offset = o.next }
+            let err = rd_kafka_commit(rk, list, 1)
+            if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                logger.warning("rdkafka commit", metadata: ["error": "\(KafkaError(err, String(cString: rd_kafka_err2str(err))))"])
+            }
+        }
     }
 
     /// Stops the poll thread, ends `records`, and destroys the handle (on the poll thread,

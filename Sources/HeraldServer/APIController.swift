@@ -57,6 +57,24 @@ struct APIController: Sendable {
             let status = try await self.node.router.clientStatus(systemId: systemId, clientId: try required(body.clientId, "clientId"))
             return .success(ClientStatus(online: status.online, groups: status.groups))
         }
+        call(api, "set_webhook") { request, systemId in
+            let body = try await request.decodeJSON(WebhookRequest.self, limit: self.limit)
+            guard body.given else {
+                throw HeraldError.invalidField("webhook", "is required: a URL, or null to remove the webhook")
+            }
+            if let webhook = body.webhook, !WebhookURLRule.isValid(webhook) {
+                throw HeraldError.invalidField("webhook", "must be \(WebhookURLRule.description)")
+            }
+            guard let secret = request.bearerToken, let system = try await self.node.fabric.systems.lookup(systemId),
+                system.requiresSecret
+            else {
+                throw HeraldError.invalidField("webhook", "needs a system registered with a \"secret\": webhook bodies are signed with it")
+            }
+            try await self.node.fabric.systems.update(system.withWebhook(body.webhook, secret: secret, sealer: self.node.router.codec))
+            self.node.logger.info(
+                "webhook set", metadata: ["system": .string(systemId), "webhook": .string(body.webhook ?? "none")])
+            return .success
+        }
         call(api, "close_client") { request, systemId in
             let body = try await request.decodeJSON(ClientRequest.self, limit: self.limit)
             try await self.node.router.close(systemId: systemId, clientId: try required(body.clientId, "clientId"))
@@ -205,7 +223,14 @@ struct APIController: Sendable {
                     "secret", "must be at least 32 bytes when \"clientAuth\" is true (it signs client tokens, HS256)")
             }
         }
-        let record = SystemRecord(systemId: systemId, secret: body.secret, clientAuth: clientAuth, sealer: node.router.codec)
+        if let webhook = body.webhook {
+            guard WebhookURLRule.isValid(webhook) else { throw HeraldError.invalidField("webhook", "must be \(WebhookURLRule.description)") }
+            guard body.secret != nil else {
+                throw HeraldError.invalidField("webhook", "needs a \"secret\": webhook bodies are signed with it (X-Herald-Signature)")
+            }
+        }
+        let record = SystemRecord(
+            systemId: systemId, secret: body.secret, clientAuth: clientAuth, webhook: body.webhook, sealer: node.router.codec)
         try await node.fabric.systems.register(record)
         node.logger.info("system registered", metadata: ["system": .string(systemId), "clientAuth": "\(record.clientAuth)"])
         return APIAnswer.success.response

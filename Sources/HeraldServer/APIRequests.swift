@@ -14,11 +14,25 @@ struct RegisterRequest: RequestBody {
     var systemId: String?
     var secret: String?
     var clientAuth: Bool?
+    var webhook: String?
 
     init(_ fields: BodyFields) throws(HeraldError) {
         systemId = try fields.string("systemId")
         secret = try fields.string("secret", maxBytes: FieldLimits.secretBytes)
         clientAuth = try fields.bool("clientAuth")
+        webhook = try fields.string("webhook", maxBytes: WebhookURLRule.maxBytes)
+    }
+}
+
+/// `set_webhook`: the URL, or null to remove it.
+struct WebhookRequest: RequestBody {
+    var webhook: String?
+    /// Whether the body has the member at all (null is a removal; no member is a mistake).
+    var given: Bool
+
+    init(_ fields: BodyFields) throws(HeraldError) {
+        webhook = try fields.string("webhook", maxBytes: WebhookURLRule.maxBytes)
+        given = fields.raw("webhook") != nil
     }
 }
 

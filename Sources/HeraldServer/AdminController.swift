@@ -25,7 +25,8 @@ struct AdminController: Sendable {
         router.get("metrics") { _, _ in
             Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                body: .init(byteBuffer: ByteBuffer(string: node.metrics.exposition() + HeraldMetrics.coreCounters(node.fabric.delivery) + node.fabric.metricsText)))
+                body: .init(byteBuffer: ByteBuffer(string: node.metrics.exposition() + HeraldMetrics.coreCounters(node.fabric.delivery) + node.fabric.metricsText
+                                + node.webhooks.metricsText)))
         }
         let admin = router.group("admin")
         admin.get("nodes") { request, _ in

@@ -75,6 +75,10 @@ public struct HeraldConfiguration: Sendable {
     public var broadcastTopic = Topics.broadcast
     public var eventsTopic = Topics.events
     public var lifecycleTopic = Topics.lifecycle
+    /// Webhooks: one attempt's limit, how long a batch is retried, events one system may have waiting.
+    public var webhookTimeout: Double = 5
+    public var webhookRetryHorizon: Double = 300
+    public var webhookQueueEvents = 10_000
     /// Seconds between the snapshots of a node's connections (`node_lost` reports start there).
     public var lifecycleSnapshotInterval: Double = 30
     public var etcdPrefix = "/herald/"

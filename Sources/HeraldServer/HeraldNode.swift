@@ -58,6 +58,7 @@ public struct HeraldNode: Sendable {
         // writes; then the cluster fabric gives its slot back; then the server stops.
         let lifecycle: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: app), .init(service: FabricService(fabric: services.fabric)),
+            .init(service: WebhookService(node: services)),
             .init(service: WebSocketKeeper(node: services)), .init(service: ConnectionDrain(node: services)),
         ]
         let group = ServiceGroup(
@@ -86,6 +87,17 @@ struct ConnectionDrain: Service {
         while node.registry.count > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(20))
         }
+    }
+}
+
+/// Feeds the node's share of lifecycle events to the webhooks until shutdown.
+struct WebhookService: Service {
+    let node: HeraldNodeServices
+
+    func run() async throws {
+        let webhooks = node.webhooks
+        await cancelWhenGracefulShutdown { await node.fabric.feedWebhooks { webhooks.offer($0, done: $1) } }
+        await webhooks.shutdown()
     }
 }
 

@@ -21,6 +21,8 @@ final class HeraldNodeServices: Sendable {
     let serials = Atomic<UInt64>(0)
     /// Where WebSocket sessions queue their frames, one per event loop.
     let outboxes = LoopOutboxes()
+    /// POSTs lifecycle events to the systems' webhooks.
+    let webhooks: WebhookDispatcher
     private let draining = Atomic<Bool>(false)
     private let adminTokenDigest: SHA256.Digest?
 
@@ -40,6 +42,8 @@ final class HeraldNodeServices: Sendable {
         self.router = MessageRouter(
             codec: codec, membership: fabric.membership, bus: fabric.bus, registry: registry, trace: fabric.trace,
             presence: fabric.presence)
+        self.webhooks = WebhookDispatcher(
+            settings: configuration.webhookSettings, systems: fabric.systems, codec: codec, logger: logger)
         self.tokens = TokenVerifier(codec: codec)
         self.rateLimiter = RateLimiter(perSecond: configuration.rateLimit)
         self.adminTokenDigest = configuration.adminToken.flatMap { $0.isEmpty ? nil : SHA256.hash(data: Data($0.utf8)) }
@@ -72,6 +76,14 @@ final class HeraldNodeServices: Sendable {
 }
 
 extension HeraldConfiguration {
+    var webhookSettings: WebhookSettings {
+        var settings = WebhookSettings()
+        settings.timeout = .milliseconds(Int64(webhookTimeout * 1000))
+        settings.retryHorizon = .milliseconds(Int64(webhookRetryHorizon * 1000))
+        settings.queueEvents = webhookQueueEvents
+        return settings
+    }
+
     var clusterSettings: ClusterSettings {
         var settings = ClusterSettings(
             kafka: kafka ?? "", etcd: (etcd ?? "").split(separator: ",").map { String($0) },

@@ -1,5 +1,6 @@
 import HeraldCluster
 import HeraldCore
+import Synchronization
 
 /// What makes a node standalone or part of a cluster: how messages travel (the bus), who holds
 /// which slot, where traces, systems and presence live, what can be replayed, and the work that
@@ -42,6 +43,10 @@ protocol NodeFabric: Sendable {
     func run() async
     /// Metrics only this kind of fabric has, in Prometheus text format ("" when none).
     var metricsText: String { get }
+    /// Hands every lifecycle event that is this node's to deliver to `deliver` (with a callback
+    /// for when it is done with), until cancelled: standalone, its own events; in a cluster,
+    /// its share of `herald.lifecycle` (docs/lifecycle.md, "Webhooks").
+    func feedWebhooks(_ deliver: @escaping @Sendable (LifecycleEvent, @escaping @Sendable () -> Void) -> Void) async
 }
 
 /// A node alone: slot 0 under an epoch of its own start, a journal for replay, traces in memory,
@@ -56,6 +61,8 @@ final class StandaloneFabric: NodeFabric {
     let presence: any PresenceDirectory
     var sharedIdempotency: EtcdIdempotency? { nil }
     private let journal: MessageJournal
+    /// Where recorded events go for webhooks, once `feedWebhooks` runs.
+    private let webhookFeed = WebhookTap()
 
     init(configuration: HeraldConfiguration, registry: ConnectionRegistry) {
         let membership = StandaloneMembership(
@@ -63,7 +70,8 @@ final class StandaloneFabric: NodeFabric {
             address: configuration.advertisedAddress)
         let trace = InMemoryTrace(capacity: configuration.traceCapacity)
         let journal = MessageJournal(capacity: configuration.journalCapacity)
-        let lifecycle = InMemoryLifecycle()
+        let tap = webhookFeed
+        let lifecycle = InMemoryLifecycle(onRecord: { event in tap.sink.withLock { $0 }?(event) })
         let delivery = Delivery(
             registry: registry, membership: membership, trace: trace, presence: configuration.groupPresence, lifecycle: lifecycle)
         self.lifecycle = lifecycle
@@ -121,6 +129,17 @@ final class StandaloneFabric: NodeFabric {
     }
 
     var metricsText: String { "" }
+
+    func feedWebhooks(_ deliver: @escaping @Sendable (LifecycleEvent, @escaping @Sendable () -> Void) -> Void) async {
+        webhookFeed.sink.withLock { $0 = { deliver($0, {}) } }
+        while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
+        webhookFeed.sink.withLock { $0 = nil }
+    }
+}
+
+/// Where a standalone node's recorded events go for webhooks, once they are fed.
+final class WebhookTap: Sendable {
+    let sink = Mutex<(@Sendable (LifecycleEvent) -> Void)?>(nil)
 }
 
 /// A cluster node: Kafka carries the messages, etcd tells who holds which slot.
@@ -138,6 +157,10 @@ struct ClusterNodeFabric: NodeFabric {
     var acceptsClients: Bool { cluster.acceptsClients }
     var problem: String? { cluster.isReady ? nil : cluster.problem ?? "starting" }
     var metricsText: String { cluster.metricsText }
+
+    func feedWebhooks(_ deliver: @escaping @Sendable (LifecycleEvent, @escaping @Sendable () -> Void) -> Void) async {
+        await cluster.feedWebhooks(deliver)
+    }
 
     func recover(_ token: SessionToken, since: LogCut, limits: ResumeLimits, attach: () -> Void) async -> ResumeRecovery {
         await cluster.recover(token, since: since, limits: limits, attach: attach)

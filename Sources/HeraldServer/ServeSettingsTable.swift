@@ -160,6 +160,18 @@ extension ServeSetting {
                 "lifecycle-topic", \.lifecycleTopic, "Topic of client lifecycle events (docs/lifecycle.md).",
                 details: "Topic of the clients' lifecycle events (connected, disconnected, bound, unbound, resumed), keyed by system ID: docs/lifecycle.md."),
             number(
+                "webhook-timeout", \.webhookTimeout, "Seconds one webhook POST may take.",
+                details: "Seconds one webhook POST may take, from connect to the answer's last byte; longer counts as a failure and is retried.",
+                rule: .positive),
+            number(
+                "webhook-retry-horizon", \.webhookRetryHorizon, "Seconds a failed webhook batch is retried before it is a dead letter.",
+                details: "Seconds a webhook batch that fails (a non-2xx answer, a timeout) is retried, with exponential backoff and jitter, before its events count as dead letters (`herald_webhook_dead_letters_total`).",
+                rule: .positive),
+            int(
+                "webhook-queue-events", \.webhookQueueEvents, "Events one system's webhook may have waiting on a node.",
+                details: "Events one system's webhook may have waiting on a node (and at most 8 MiB of them); past it an event is a dead letter at once, so a receiver that never answers costs bounded memory.",
+                rule: .positive),
+            number(
                 "lifecycle-snapshot-interval", \.lifecycleSnapshotInterval,
                 "Seconds between snapshots of a node's connections, for node_lost reports.",
                 details: "Seconds between the snapshots a node writes of its live connections (to `<lifecycle-topic>.snapshots`, while they change): a survivor reporting a dead node's clients `node_lost` reads its newest snapshot and its events since (docs/lifecycle.md).",

@@ -122,11 +122,12 @@ public struct HeraldAPI: Sendable {
 
     /// Register a fresh system with a unique id.
     public func registerSystem(
-        id fixedId: String? = nil, secret: String? = nil, clientAuth: Bool? = nil, adminAuth: String? = nil
+        id fixedId: String? = nil, secret: String? = nil, clientAuth: Bool? = nil, adminAuth: String? = nil, webhook: String? = nil
     ) async throws -> TestSystem {
         let id = fixedId ?? newSystemId()
         var body: [String: JSON] = ["systemId": .string(id)]
         if let secret { body["secret"] = .string(secret) }
+        if let webhook { body["webhook"] = .string(webhook) }
         if let clientAuth { body["clientAuth"] = .bool(clientAuth) }
         let r = try await post("/api/register", systemId: nil, auth: adminAuth ?? server.adminToken, json: .object(body))
         guard r.status == 200, r.code == 0 else {

@@ -1,0 +1,123 @@
+import Foundation
+import HeraldCore
+import HeraldKafka
+import Logging
+import Synchronization
+
+/// Feeds `herald.lifecycle` to the webhooks: every node is a member of one consumer group
+/// (`<lifecycle topic>.webhooks`), so each partition, and each event, is handed out by exactly
+/// one node; a node that dies leaves the group after the session timeout and its partitions
+/// move to the others, from the group's committed offsets. An offset is committed only once
+/// every event before it is done with (delivered, skipped or a dead letter), so a move repeats
+/// at most what was in flight (at least once; the event IDs are stable).
+final class LifecycleWebhookFeed: Sendable {
+    private let settings: ClusterSettings
+    private let logger: Logger
+    private let progress = Mutex(CommitProgress())
+
+    init(settings: ClusterSettings, logger: Logger) {
+        self.settings = settings
+        self.logger = logger
+    }
+
+    static func group(for lifecycleTopic: String) -> String { lifecycleTopic + ".webhooks" }
+
+    /// Hands each event to `deliver` with its done callback, until cancelled.
+    func run(deliver: @escaping @Sendable (LifecycleEvent, @escaping @Sendable () -> Void) -> Void) async {
+        while !Task.isCancelled {
+            do {
+                try await consume(deliver: deliver)
+            } catch {
+                logger.error("cannot read \(settings.lifecycleTopic) for webhooks; retrying", metadata: ["error": "\(error)"])
+                try? await Task.sleep(for: .seconds(2))
+            }
+        }
+    }
+
+    private func consume(deliver: @escaping @Sendable (LifecycleEvent, @escaping @Sendable () -> Void) -> Void) async throws {
+        let topic = settings.lifecycleTopic
+        let consumer = try KafkaConsumer(
+            config: settings.kafkaBase.merging([
+                "group.id": Self.group(for: topic),
+                // A new group starts at the beginning: the dispatcher skips what predates each webhook.
+                "auto.offset.reset": "earliest",
+                // A dead member's partitions move after 6 s (Tansu waits out the rebalance
+                // timeout on a join: keep it short too).
+                "session.timeout.ms": "6000", "heartbeat.interval.ms": "2000", "max.poll.interval.ms": "10000",
+                "fetch.wait.max.ms": String(settings.fetchWaitMillis), "enable.partition.eof": "false",
+            ]) { $1 },
+            subscribe: [topic], logger: logger)
+        let committer = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                consumer.commit(self.progress.withLock { $0.committable() }.map { (topic, $0.partition, $0.next) })
+            }
+        }
+        defer {
+            committer.cancel()
+            consumer.close()
+        }
+        for await record in consumer.records {
+            let (partition, offset) = (record.partition, record.offset)
+            progress.withLock { $0.arrived(partition: partition, offset: offset) }
+            let done: @Sendable () -> Void = { self.progress.withLock { $0.finished(partition: partition, offset: offset) } }
+            guard let event = try? JSONDecoder().decode(LifecycleEvent.self, from: Data(record.value)) else {
+                done()
+                continue
+            }
+            deliver(event, done)
+        }
+        await consumer.closeAndWait()
+    }
+}
+
+/// Which offsets of each partition are done with, so that the committed offset never passes
+/// one that is not. Bounded by what the dispatcher holds (its queues are).
+struct CommitProgress: Sendable {
+    struct Partition {
+        /// Offsets handed out and not done yet, and done ones not yet below the lowest pending.
+        var open: [Int64: Bool] = [:]
+        var order: [Int64] = []
+        var head = 0
+        /// Everything before this is done.
+        var next: Int64 = 0
+        var committed: Int64 = -1
+    }
+
+    var partitions: [Int32: Partition] = [:]
+
+    mutating func arrived(partition: Int32, offset: Int64) {
+        var p = partitions[partition] ?? Partition()
+        // A partition that came back from a rebalance starts over from the committed offset.
+        if let last = p.order.last, offset <= last { p = Partition() }
+        if p.order.isEmpty { p.next = offset }
+        p.open[offset] = false
+        p.order.append(offset)
+        partitions[partition] = p
+    }
+
+    mutating func finished(partition: Int32, offset: Int64) {
+        guard var p = partitions[partition], p.open[offset] != nil else { return }
+        p.open[offset] = true
+        while p.head < p.order.count, p.open[p.order[p.head]] == true {
+            p.open[p.order[p.head]] = nil
+            p.next = p.order[p.head] + 1
+            p.head += 1
+        }
+        if p.head > 1024, p.head * 2 > p.order.count {
+            p.order.removeFirst(p.head)
+            p.head = 0
+        }
+        partitions[partition] = p
+    }
+
+    /// The offsets to commit now: each partition's `next`, where it moved since the last commit.
+    mutating func committable() -> [(partition: Int32, next: Int64)] {
+        var result: [(partition: Int32, next: Int64)] = []
+        for (partition, p) in partitions where p.next > p.committed && !p.order.isEmpty {
+            result.append((partition, p.next))
+            partitions[partition]?.committed = p.next
+        }
+        return result
+    }
+}
