@@ -43,7 +43,8 @@ final class HeraldNodeServices: Sendable {
             codec: codec, membership: fabric.membership, bus: fabric.bus, registry: registry, trace: fabric.trace,
             presence: fabric.presence)
         self.webhooks = WebhookDispatcher(
-            settings: configuration.webhookSettings, systems: fabric.systems, codec: codec, logger: logger)
+            settings: configuration.webhookSettings, systems: fabric.systems, codec: codec,
+            nodeId: { [membership = fabric.membership] in membership.local.nodeId }, logger: logger)
         self.tokens = TokenVerifier(codec: codec)
         self.rateLimiter = RateLimiter(perSecond: configuration.rateLimit)
         self.adminTokenDigest = configuration.adminToken.flatMap { $0.isEmpty ? nil : SHA256.hash(data: Data($0.utf8)) }

@@ -59,6 +59,8 @@ final class WebhookDispatcher: Sendable {
     private let systems: any SystemDirectory
     private let codec: ClientIDCodec
     private let logger: Logger
+    /// Named in `X-Herald-Node`: which node delivered (ops, and the tests of the group's moves).
+    private let nodeId: @Sendable () -> String
     private let state = Mutex(State())
     private let counters = Counters()
 
@@ -69,8 +71,12 @@ final class WebhookDispatcher: Sendable {
         let batches = Atomic<Int>(0)
     }
 
-    init(settings: WebhookSettings, systems: any SystemDirectory, codec: ClientIDCodec, logger: Logger) {
+    init(
+        settings: WebhookSettings, systems: any SystemDirectory, codec: ClientIDCodec, nodeId: @escaping @Sendable () -> String,
+        logger: Logger
+    ) {
         self.settings = settings
+        self.nodeId = nodeId
         self.systems = systems
         self.codec = codec
         self.logger = logger
@@ -193,6 +199,7 @@ final class WebhookDispatcher: Sendable {
         request.headers.add(name: "Content-Type", value: "application/json")
         request.headers.add(name: "User-Agent", value: "Herald")
         request.headers.add(name: "X-Herald-System", value: systemId)
+        request.headers.add(name: "X-Herald-Node", value: nodeId())
         request.headers.add(name: Self.signatureHeader, value: Self.signature(of: body, secret: secret))
         request.body = .bytes(ByteBuffer(bytes: body))
         do {

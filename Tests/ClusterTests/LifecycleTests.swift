@@ -114,3 +114,92 @@ extension ClusterSuite {
         }
     }
 }
+
+/// Webhooks on the cluster: the nodes share herald.lifecycle through one consumer group, so
+/// each event is POSTed by one node, and a dead node's share moves to the others.
+extension ClusterSuite {
+    @Suite("Cluster webhooks")
+    struct ClusterWebhookTests {
+        /// Connects and closes `count` clients on `node`: 2 events each.
+        static func churn(_ system: TestSystem, on node: Int, _ count: Int) async throws -> [String] {
+            var ids: [String] = []
+            for _ in 0..<count {
+                let c = try await system.via(LocalCluster.node(node)).connect()
+                try await c.ws.close()
+                ids.append(c.clientId)
+            }
+            return ids
+        }
+
+        static func distinct(_ events: [JSON]) -> Set<String> { Set(events.compactMap { $0["eventId"]?.string }) }
+
+        static func awaitDistinct(_ receiver: WebhookReceiver, _ count: Int, timeout: Duration) async throws -> Duration {
+            try await LocalCluster.eventually("\(count) distinct webhook events", timeout: timeout, every: .milliseconds(50)) {
+                distinct(receiver.acceptedEvents).count >= count
+            }
+        }
+
+        @Test("events of clients on all three nodes reach the system's webhook, signed, each once after deduplication, through a spell of 500s")
+        func acrossTheCluster() async throws {
+            let receiver = try await WebhookReceiver.start()
+            defer { Task { await receiver.shutdown() } }
+            let secret = "hook-\(UUID().uuidString)"
+            let system = try await LocalCluster.balancer.api.registerSystem(secret: secret, webhook: receiver.url)
+            receiver.setMode(.answer(500))
+            let g = unique("g")
+            var ids: [String] = []
+            for node in 1...3 {
+                let c = try await system.via(LocalCluster.node(node)).connect()
+                try await system.via(LocalCluster.node(node % 3 + 1)).bind(c.clientId, group: g)
+                try await c.ws.close()
+                ids.append(c.clientId)
+                ids += try await Self.churn(system, on: node, 3)
+            }
+            // 12 connected, 3 bound, 12 disconnected.
+            try await Task.sleep(for: .seconds(2))
+            #expect(receiver.deliveries.contains { $0.answered == 500 }, "tried while the receiver failed")
+            receiver.setMode(.answer(200))
+            let took = try await Self.awaitDistinct(receiver, 27, timeout: .seconds(30))
+            let accepted = receiver.acceptedEvents
+            let recorded = try await LifecycleChecks.events(LocalCluster.node(2), system.id, count: 27)
+            #expect(Self.distinct(accepted) == Self.distinct(recorded), "the webhook got exactly the recorded events")
+            #expect(Set(accepted.compactMap { $0["clientId"]?.string }) == Set(ids))
+            #expect(receiver.deliveries.allSatisfy { WebhookReceiver.signatureIsValid($0, secret: secret) })
+            // One system's events are one partition's: one node delivers them.
+            #expect(Set(receiver.deliveries.compactMap(\.node)).count == 1, "\(Set(receiver.deliveries.compactMap(\.node)))")
+            print("webhooks: 27 events delivered \(took) after the receiver recovered; \(accepted.count - 27) repeated; POSTs: \(receiver.deliveries.map { "\($0.node ?? "?"):\($0.answered ?? 0):\($0.body.count)" })")
+            try LifecycleChecks.expectValid(accepted)
+        }
+
+        @Test("kill -9 of the node that delivers a system's webhook: another node takes its share and every event still arrives")
+        func deliveringNodeDies() async throws {
+            let receiver = try await WebhookReceiver.start()
+            defer { Task { await receiver.shutdown() } }
+            let system = try await LocalCluster.balancer.api.registerSystem(secret: "hook-\(UUID().uuidString)", webhook: receiver.url)
+            _ = try await Self.churn(system, on: 1, 1)
+            _ = try await Self.awaitDistinct(receiver, 2, timeout: .seconds(30))
+            let owner = try #require(receiver.deliveries.last?.node)
+            let ownerNumber = try #require(Int(owner.dropFirst("node".count)))
+            let others = [1, 2, 3].filter { $0 != ownerNumber }
+            // The owner cannot deliver now: its batches fail and wait, then it dies.
+            receiver.setMode(.answer(503))
+            for node in others { _ = try await Self.churn(system, on: node, 3) }
+            try await Task.sleep(for: .milliseconds(500))
+            try await LocalCluster.control("kill", owner)
+            do {
+                let killed = ContinuousClock.now
+                receiver.setMode(.answer(200))
+                let took = try await Self.awaitDistinct(receiver, 2 + 12, timeout: .seconds(40))
+                let late = receiver.deliveries.filter { $0.answered == 200 && $0.at > killed }.compactMap(\.node)
+                #expect(!late.isEmpty && !late.contains(owner), "delivered after the kill by \(Set(late))")
+                let recorded = try await LifecycleChecks.events(LocalCluster.node(others[0]), system.id, count: 14)
+                #expect(Self.distinct(receiver.acceptedEvents) == Self.distinct(recorded))
+                print("webhooks: the dead node's share moved; all 14 events \(ContinuousClock.now - killed) after kill -9 (\(took) of waiting)")
+            } catch {
+                try? await LocalCluster.control("start", owner)
+                throw error
+            }
+            try await LocalCluster.control("start", owner)
+        }
+    }
+}

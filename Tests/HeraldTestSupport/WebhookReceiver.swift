@@ -17,6 +17,8 @@ public final class WebhookReceiver: Sendable {
         public let body: [UInt8]
         public let signature: String?
         public let systemHeader: String?
+        /// `X-Herald-Node`: the node that delivered it.
+        public let node: String?
         public let at: ContinuousClock.Instant
         /// What it was answered (nil: never).
         public let answered: Int?
@@ -81,7 +83,8 @@ public final class WebhookReceiver: Sendable {
             $0.append(
                 Delivery(
                     body: body, signature: head.headers.first(name: "X-Herald-Signature"),
-                    systemHeader: head.headers.first(name: "X-Herald-System"), at: .now, answered: answer))
+                    systemHeader: head.headers.first(name: "X-Herald-System"), node: head.headers.first(name: "X-Herald-Node"),
+                    at: .now, answered: answer))
         }
         return answer
     }
