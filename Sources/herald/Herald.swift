@@ -9,7 +9,7 @@ struct Herald: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "herald",
         abstract: "Herald, a WebSocket push fabric.",
-        subcommands: [Serve.self, Replay.self, Trace.self, Nodes.self, Keygen.self])
+        subcommands: [Serve.self, Replay.self, Trace.self, Events.self, Nodes.self, Keygen.self])
 }
 
 struct Keygen: ParsableCommand {

@@ -166,6 +166,52 @@ struct Replay: AsyncParsableCommand {
     }
 }
 
+/// `herald events`: clients' lifecycle events, read from `herald.lifecycle`.
+struct Events: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the clients' lifecycle events (docs/lifecycle.md) from Kafka, one JSON object a line; --follow keeps printing new ones.")
+
+    @Option(help: "Kafka bootstrap servers (env HERALD_KAFKA).")
+    var kafka: String?
+
+    @Option(help: "Only the events of this system.")
+    var system: String?
+
+    // Unconditional: the value may start with a dash (-15m).
+    @Option(parsing: .unconditional, help: "From this time: RFC 3339 or relative (-15m, -2h, now); default -1h, or now with --follow.")
+    var since: String?
+
+    @Flag(help: "After what is there, print each new event as it comes, until interrupted.")
+    var follow = false
+
+    @Option(name: .customLong("lifecycle-topic"), help: "The cluster's lifecycle topic (env HERALD_LIFECYCLE_TOPIC).")
+    var lifecycleTopic: String?
+
+    func run() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        guard let kafka = kafka ?? environment["HERALD_KAFKA"] else { fail("--kafka (or HERALD_KAFKA) is required") }
+        let now = Clock.nowMillis()
+        var from: Int64?
+        if let since {
+            guard let parsed = TimeExpression.parse(since, now: now) else {
+                fail("--since is not an RFC 3339 time or a relative time like -15m: \(since)")
+            }
+            from = parsed
+        }
+        if let system, !SystemIDRule.isValid(system) { fail("--system must be \(SystemIDRule.description)") }
+        let tail = LifecycleTail(
+            kafka: kafka, topic: lifecycleTopic ?? environment["HERALD_LIFECYCLE_TOPIC"] ?? Topics.lifecycle, logger: opsLogger())
+        if follow {
+            try await tail.follow(since: from, systemId: system) { event in
+                // Unbuffered: each event shows when it comes.
+                FileHandle.standardOutput.write(Data((event.json + "\n").utf8))
+            }
+            return
+        }
+        for event in try await tail.events(since: from ?? now - 3_600_000, systemId: system) { print(event.json) }
+    }
+}
+
 /// `herald trace`: one message's path through the fabric, from the events topic.
 struct Trace: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

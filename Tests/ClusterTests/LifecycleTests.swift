@@ -50,6 +50,39 @@ extension ClusterSuite {
             try await LocalCluster.control("start", "node3")
         }
 
+        @Test("herald events prints a system's events from Kafka, and --follow prints new ones as they come")
+        func eventsCommand() async throws {
+            let system = try await LocalCluster.registerSystem()
+            let other = try await LocalCluster.registerSystem()
+            for node in 1...2 {
+                let c = try await system.via(LocalCluster.node(node)).connect()
+                try await c.ws.close()
+            }
+            let noise = try await other.via(LocalCluster.node(3)).connect()
+            try await noise.ws.close()
+            let recorded = try await LifecycleChecks.events(LocalCluster.node(1), system.id, count: 4)
+            let clean = ProcessInfo.processInfo.environment.filter { $0.key != "HERALD_KAFKA" }
+            let printed = try await runHerald(
+                ["events", "--kafka", "127.0.0.1:9092", "--system", system.id, "--since", "-10m"], timeout: .seconds(30),
+                environment: clean)
+            #expect(printed.status == 0, "\(printed.stderr)")
+            let lines = printed.stdout.split(separator: "\n").compactMap { try? JSONDecoder().decode(JSON.self, from: Data($0.utf8)) }
+            #expect(lines.compactMap { $0["eventId"]?.string } == recorded.compactMap { $0["eventId"]?.string })
+            #expect(lines.count == 4 && lines.allSatisfy { $0["systemId"]?.string == system.id })
+            // --follow: a client that connects while it runs shows up.
+            let late = Task {
+                try await Task.sleep(for: .seconds(4))
+                return try await system.via(LocalCluster.node(3)).connect()
+            }
+            let followed = try await runHerald(
+                ["events", "--kafka", "127.0.0.1:9092", "--system", system.id, "--follow"], timeout: .seconds(9), environment: clean)
+            let client = try await late.value
+            #expect(followed.timedOut, "--follow runs until stopped")
+            let followedLines = followed.stdout.split(separator: "\n").compactMap { try? JSONDecoder().decode(JSON.self, from: Data($0.utf8)) }
+            #expect(followedLines.map { "\($0["event"]?.string ?? "") \($0["clientId"]?.string ?? "")" } == ["connected \(client.clientId)"])
+            try await client.ws.close()
+        }
+
         /// A counter of a node's /metrics.
         static func metric(_ node: RemoteHerald, _ name: String) async throws -> Int {
             let r = try await node.api.adminGet("/metrics")
