@@ -30,7 +30,7 @@ struct MarkdownReport {
         if !report.failures.isEmpty {
             md += "**Harness failures:**\n\n" + report.failures.map { "- \($0)\n" }.joined() + "\n"
         }
-        md += targets() + connections() + fanout() + unicast() + kafkaPath() + reconnect() + cpuPerMessage() + ratios() + settings()
+        md += targets() + connections() + fanout() + unicast() + kafkaPath() + reconnect() + lifecycle() + cpuPerMessage() + ratios() + settings()
         return md
     }
 
@@ -169,6 +169,24 @@ struct MarkdownReport {
         md += "| kill to 99% resumed (last recovered frame) | \(r.secondsTo99PercentResumed.map { String(format: "%.2f s", $0) } ?? "never") |\n"
         md += "| recovered frames | \(r.recoveredFrames) in \(String(format: "%.2f s", r.reconnectSpanSeconds)): \(Format.count(r.recoveredFramesPerSecond))/s |\n"
         if !r.errors.isEmpty { md += "\nErrors: " + r.errors.joined(separator: "; ") + "\n" }
+        return md + "\n"
+    }
+
+    private func lifecycle() -> String {
+        guard let run = runs("lifecycle").first else { return "" }
+        var md = "## Lifecycle events: latency, cost, node_lost\n\n"
+        guard let r = run.lifecycle else { return md + failedRow(run, columns: 2) + "\n" }
+        md += "\(r.cycles) clients connect (welcome) and disconnect at \(Format.count(r.rate))/s, round-robin on the nodes, for a "
+        md += "system with a webhook; the bench reads herald.lifecycle itself and runs the receiver. Then \(r.lostClients) clients "
+        md += "on one node, the node killed (SIGKILL; lease TTL \(Format.count(r.leaseTTL)) s).\n\n"
+        md += "| figure | value |\n|---|---|\n"
+        md += "| cycles done / failed | \(r.cycles - r.failedCycles) / \(r.failedCycles) in \(String(format: "%.1f s", r.churnSeconds)) |\n"
+        md += "| events in Kafka / by webhook | \(r.eventsInKafka) / \(r.eventsByWebhook) |\n"
+        md += "| cause to Kafka consumer, p50 / p99 / max | \(Format.ms(r.kafkaMs.p50)) / \(Format.ms(r.kafkaMs.p99)) / \(Format.ms(r.kafkaMs.max)) |\n"
+        md += "| cause to webhook, p50 / p99 / max | \(Format.ms(r.webhookMs.p50)) / \(Format.ms(r.webhookMs.p99)) / \(Format.ms(r.webhookMs.max)) |\n"
+        md += "| nodes' CPU per connect and disconnect | \(String(format: "%.0f µs", r.nodeCPUMicrosPerCycle)) (machine \(String(format: "%.2f", r.machineCores)) cores busy) |\n"
+        md += "| node_lost reported / reporters | \(r.lostReported) of \(r.lostClients) / \(r.lostReporters) |\n"
+        md += "| kill to the last node_lost in Kafka / by webhook | \(Format.ms(r.killToLostInKafkaMs)) / \(Format.ms(r.killToLostByWebhookMs)) |\n"
         return md + "\n"
     }
 

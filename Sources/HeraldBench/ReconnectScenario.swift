@@ -246,7 +246,8 @@ struct ReconnectScenario {
         return result.channels
     }
 
-    private static func open(
+    /// Opens one WebSocket and waits for its welcome (the lifecycle scenario opens its clients so too).
+    static func open(
         index: Int, endpoint: Endpoint, path: String, resuming: Bool, ledger: ResumeLedger, loop: any EventLoop,
         timeoutSeconds: Double
     ) async throws -> any Channel {

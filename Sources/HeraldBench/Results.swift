@@ -8,6 +8,7 @@ struct ScenarioRun: Codable, Sendable {
     var fanout: FanoutResult?
     var unicast: UnicastResult?
     var reconnect: ReconnectResult?
+    var lifecycle: LifecycleResult?
     /// Anything that kept the harness from measuring (not a server error).
     var harnessErrors: [String] = []
 }

@@ -25,6 +25,9 @@ public final class KafkaLifecycleRecorder: LifecycleRecorder {
     private let dropped = Atomic<Int>(0)
     private let recorded = Atomic<Int>(0)
     private let done = Atomic<Bool>(false)
+    /// Rings when an event lands in an empty buffer: the sender wakes for it, not on a timer.
+    private let wakeups: AsyncStream<Void>
+    private let wake: AsyncStream<Void>.Continuation
     /// Events sent per pass at most: a backlog after an outage drains in bounded bites.
     static let perPass = 2000
     /// How far back `/admin/events` looks.
@@ -40,17 +43,19 @@ public final class KafkaLifecycleRecorder: LifecycleRecorder {
         self.logger = logger
         self.capacity = capacity
         self.capacityBytes = capacityBytes
+        (wakeups, wake) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
 
     public func record(_ event: LifecycleEvent) {
         recorded.add(1, ordering: .relaxed)
         let size = event.approximateBytes
-        let kept = buffer.withLock { buffer -> Bool in
-            guard buffer.events.count < capacity, buffer.bytes + size <= capacityBytes else { return false }
+        let (kept, first) = buffer.withLock { buffer -> (Bool, Bool) in
+            guard buffer.events.count < capacity, buffer.bytes + size <= capacityBytes else { return (false, false) }
             buffer.events.append(event)
             buffer.bytes += size
-            return true
+            return (true, buffer.events.count == 1)
         }
+        if first { wake.yield() }
         guard !kept else { return }
         let total = dropped.add(1, ordering: .relaxed).newValue
         // Every drop is counted; the log says so for the first and then every 1,000th.
@@ -101,12 +106,18 @@ public final class KafkaLifecycleRecorder: LifecycleRecorder {
         return Array(found.withLock { $0 }.sorted { $0.ts < $1.ts }.suffix(max(0, limit)))
     }
 
-    /// Sends what waits every `interval` until cancelled, then once more.
-    func run(interval: Duration = .milliseconds(50)) async {
-        var backoff = interval
-        while !Task.isCancelled {
-            try? await Task.sleep(for: backoff)
-            backoff = await flush() ? interval : min(backoff * 2, .seconds(2))
+    /// Sends what waits as soon as it comes (after `gather`, so a burst goes in one pass) until
+    /// cancelled, then once more. A failed pass is tried again with backoff.
+    func run(gather: Duration = .milliseconds(2)) async {
+        for await _ in wakeups {
+            try? await Task.sleep(for: gather)
+            var backoff = Duration.milliseconds(50)
+            while !Task.isCancelled, pending > 0 {
+                if await flush() { continue }
+                try? await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(2))
+            }
+            if Task.isCancelled { break }
         }
         // Shutting down: one more pass (the drain's `disconnected` events are in by now); what
         // it could not send is lost with the process, and said so.

@@ -42,7 +42,7 @@ public struct LifecycleTail: Sendable {
         let found = try await admin.offsetsForTimes(topic, partitions: partitions, timestamp: since)
         for partition in partitions { starts[partition] = (found[partition]).map { $0 >= 0 ? .at($0) : .end } ?? .end }
         let consumer = try KafkaConsumer(
-            config: ["bootstrap.servers": kafka, "fetch.wait.max.ms": "100", "enable.partition.eof": "false"],
+            config: ["bootstrap.servers": kafka, "fetch.wait.max.ms": "10", "enable.partition.eof": "false"],
             assignments: partitions.map { (topic, $0, starts[$0] ?? .end) }, logger: logger)
         let key = systemId.map { Array($0.utf8) }
         for await record in consumer.records {

@@ -14,7 +14,7 @@ struct WebhookSettings: Sendable {
     var batchEvents = 100
     var batchBytes = 256 << 10
     /// How long a batch waits for more events before it goes.
-    var linger: Duration = .milliseconds(50)
+    var linger: Duration = .milliseconds(10)
     /// One attempt's limit, connect to last byte.
     var timeout: Duration = .seconds(5)
     /// How long a batch is retried (exponential backoff with jitter) before it is a dead letter.

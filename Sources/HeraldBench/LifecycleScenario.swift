@@ -1,0 +1,193 @@
+import Foundation
+import HeraldCluster
+import HeraldCore
+import Logging
+import NIOCore
+import NIOPosix
+
+/// The lifecycle scenario (issue 14): clients connect and disconnect at a steady rate on the
+/// cluster's nodes, for a system with a webhook; the bench reads `herald.lifecycle` itself and
+/// runs the webhook receiver. Measured: each event's latency from its cause (`ts`, set on the
+/// node when it happened) to its Kafka record reaching a consumer and to its webhook POST
+/// arriving; the nodes' CPU per connect and disconnect; then, for a node killed under its
+/// clients, how long until every one of them is reported `node_lost`, in Kafka and by webhook.
+struct LifecycleScenario {
+    var nodes: [Endpoint]
+    /// The nodes' processes (their CPU is the cost measured).
+    var nodePids: [Int32]
+    var victim: Endpoint
+    var victimPid: Int32
+    var api: Endpoint
+    var adminToken: String?
+    var brokers: String
+    var cycles: Int
+    var rate: Double
+    var lostClients: Int
+    var leaseTTL: Double
+
+    func run() async throws -> LifecycleResult {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let http = HTTPClientPool(eventLoop: group.next(), endpoint: api, maxConnections: 16)
+        let sink = try await WebhookSink.start(group: group)
+        let held = Shared([any Channel]())
+        defer {
+            Task {
+                for channel in held.value { try? await channel.close() }
+                await sink.close()
+                try? await http.shutdown().get()
+                try? await group.shutdownGracefully()
+            }
+        }
+        var result = LifecycleResult(cycles: cycles, rate: rate, lostClients: lostClients, leaseTTL: leaseTTL)
+        let systemId = "bench-lifecycle-\(UInt32.random(in: 0...UInt32.max))"
+        let secret = "bench-\(UUID().uuidString)"
+        var headers: [(String, String)] = []
+        if let adminToken { headers.append(("Authorization", "Bearer \(adminToken)")) }
+        let answer = try await http.send(
+            PublishRequest(
+                path: "/api/register", headers: headers,
+                body: { _ in #"{"systemId":"\#(systemId)","secret":"\#(secret)","webhook":"\#(sink.url)"}"# }))
+        guard answer.status == 200 else { throw HarnessError("register: HTTP \(answer.status) \(answer.body.prefix(300))") }
+
+        // The bench's own reader of herald.lifecycle: when each event reached a consumer.
+        let seen = Shared([String: (event: LifecycleEvent, at: Int64)]())
+        let tail = LifecycleTail(kafka: brokers, logger: Logger(label: "bench-lifecycle"))
+        let reader = Task {
+            try await tail.follow(since: Clock.nowMillis() - 1000, systemId: systemId) { event in
+                let now = Clock.nowMillis()
+                seen.withLock { if $0[event.eventId] == nil { $0[event.eventId] = (event, now) } }
+            }
+        }
+        defer { reader.cancel() }
+        try await Task.sleep(for: .seconds(2))
+
+        // 1. Churn: connect, welcome, close; paced.
+        let ledger = ResumeLedger(count: cycles)
+        let cpuBefore = nodePids.map { ProcFS.cpuNanos(pid: $0) ?? 0 }
+        let machineBefore = ProcFS.machineCPU().busy
+        let started = MonotonicClock.nanos()
+        let next = Shared(0)
+        let failures = Shared(0)
+        let interval = 1e9 / max(1, rate)
+        await withTaskGroup(of: Void.self) { tasks in
+            for _ in 0..<32 {
+                tasks.addTask {
+                    while true {
+                        let index = next.withLock { n in
+                            defer { n += 1 }
+                            return n
+                        }
+                        guard index < cycles else { return }
+                        let due = started + UInt64(Double(index) * interval)
+                        let now = MonotonicClock.nanos()
+                        if due > now { try? await Task.sleep(for: .nanoseconds(Int64(due - now))) }
+                        do {
+                            let channel = try await ReconnectScenario.open(
+                                index: index, endpoint: nodes[index % nodes.count], path: "/ws?systemId=\(systemId)", resuming: false,
+                                ledger: ledger, loop: group.next(), timeoutSeconds: 10)
+                            try? await channel.close()
+                        } catch {
+                            failures.withLock { $0 += 1 }
+                        }
+                    }
+                }
+            }
+        }
+        let churnSeconds = Double(MonotonicClock.nanos() - started) / 1e9
+        // The disconnects' own work finishes just after the last close.
+        try await Task.sleep(for: .milliseconds(300))
+        let cpuAfter = nodePids.map { ProcFS.cpuNanos(pid: $0) ?? 0 }
+        let machineAfter = ProcFS.machineCPU().busy
+        result.failedCycles = failures.value
+        result.churnSeconds = churnSeconds
+        let nodeCPU = zip(cpuBefore, cpuAfter).reduce(UInt64(0)) { $0 + ($1.1 &- $1.0) }
+        result.nodeCPUMicrosPerCycle = Double(nodeCPU) / 1e3 / Double(max(1, cycles - failures.value))
+        result.machineCores = Double(machineAfter &- machineBefore) / 1e9 / (churnSeconds + 0.3)
+        let expected = 2 * (cycles - failures.value)
+        try await waitUntil("\(expected) events in Kafka and by webhook", seconds: 60) {
+            seen.value.count >= expected && sink.arrivals.value.count >= expected
+        }
+        let events = seen.value
+        let arrivals = sink.arrivals.value
+        result.eventsInKafka = events.count
+        result.eventsByWebhook = arrivals.count
+        result.kafkaMs = LifecycleResult.Spread(events.values.map { Double($0.at - $0.event.ts) })
+        result.webhookMs = LifecycleResult.Spread(events.compactMap { id, seen in arrivals[id].map { Double($0 - seen.event.ts) } })
+
+        // 2. A node killed under `lostClients` clients: until each is reported node_lost.
+        let lostLedger = ResumeLedger(count: lostClients)
+        for index in 0..<lostClients {
+            let channel = try await ReconnectScenario.open(
+                index: index, endpoint: victim, path: "/ws?systemId=\(systemId)", resuming: false, ledger: lostLedger,
+                loop: group.next(), timeoutSeconds: 10)
+            held.withLock { $0.append(channel) }
+        }
+        let victimIds = Set(lostLedger.snapshot.map(\.clientId).filter { !$0.isEmpty })
+        try await waitUntil("the victim's connected events in Kafka", seconds: 30) {
+            Set(seen.value.values.filter { $0.event.event == .connected }.map(\.event.clientId)).isSuperset(of: victimIds)
+        }
+        let killedAt = Clock.nowMillis()
+        guard kill(victimPid, SIGKILL) == 0 else { throw HarnessError("cannot kill pid \(victimPid): errno \(errno)") }
+        func lost() -> [(event: LifecycleEvent, at: Int64)] {
+            seen.value.values.filter { $0.event.reason == .nodeLost && victimIds.contains($0.event.clientId) }
+        }
+        try await waitUntil("\(victimIds.count) node_lost events in Kafka and by webhook", seconds: leaseTTL + 40) {
+            let reported = lost()
+            return reported.count >= victimIds.count && reported.allSatisfy { sink.arrivals.value[$0.event.eventId] != nil }
+        }
+        let reported = lost()
+        result.lostReported = reported.count
+        result.lostReporters = Set(reported.compactMap(\.event.reportedBy)).count
+        result.killToLostInKafkaMs = Double((reported.map(\.at).max() ?? killedAt) - killedAt)
+        let webhookArrivals = sink.arrivals.value
+        result.killToLostByWebhookMs = Double((reported.compactMap { webhookArrivals[$0.event.eventId] }.max() ?? killedAt) - killedAt)
+        return result
+    }
+
+    private func waitUntil(_ what: String, seconds: Double, _ condition: () -> Bool) async throws {
+        let deadline = MonotonicClock.nanos() + UInt64(seconds * 1e9)
+        while !condition() {
+            guard MonotonicClock.nanos() < deadline else { throw HarnessError("timed out after \(seconds) s waiting for \(what)") }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+}
+
+struct LifecycleResult: Codable, Sendable {
+    struct Spread: Codable, Sendable {
+        var count = 0
+        var p50 = 0.0
+        var p99 = 0.0
+        var max = 0.0
+
+        init() {}
+
+        init(_ values: [Double]) {
+            let sorted = values.sorted()
+            func at(_ q: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))] }
+            count = sorted.count
+            p50 = at(0.5)
+            p99 = at(0.99)
+            max = sorted.last ?? 0
+        }
+    }
+
+    var cycles: Int
+    var rate: Double
+    var lostClients: Int
+    var leaseTTL: Double
+    var failedCycles = 0
+    var churnSeconds = 0.0
+    /// The three nodes' CPU over the churn, per connect and disconnect (µs).
+    var nodeCPUMicrosPerCycle = 0.0
+    var machineCores = 0.0
+    var eventsInKafka = 0
+    var eventsByWebhook = 0
+    /// From an event's `ts` to the bench's consumer, and to the webhook receiver (ms).
+    var kafkaMs = Spread()
+    var webhookMs = Spread()
+    var lostReported = 0
+    var lostReporters = 0
+    var killToLostInKafkaMs = 0.0
+    var killToLostByWebhookMs = 0.0
+}
