@@ -10,11 +10,7 @@ import Synchronization
 /// partition, compacted; a snapshot too large for one record is split into `parts`, each keyed
 /// `<nodeId>/<epoch>/<part>` (docs/lifecycle.md, "node_lost").
 struct LifecycleSnapshot: Sendable, Codable, Hashable {
-    struct Client: Sendable, Codable, Hashable {
-        var clientId: String
-        var systemId: String
-        var userId: String
-    }
+    typealias Client = HeldClients.Client
 
     var node: String
     var slot: UInt32

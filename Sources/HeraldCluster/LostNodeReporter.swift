@@ -131,13 +131,12 @@ final class LostNodeReporter: Sendable {
 
     /// The epoch's newest complete snapshot, then its events from the snapshot's offsets (or,
     /// with no snapshot, from the node's start) to the end of the topic.
-    func clientsStillHeld(by node: NodeRecord) async throws -> [String: LifecycleSnapshot.Client] {
+    func clientsStillHeld(by node: NodeRecord) async throws -> [String: HeldClients.Client] {
         let topic = settings.lifecycleTopic
         guard let count = try await admin.partitionCount(topic) else { return [:] }
-        var live: [String: LifecycleSnapshot.Client] = [:]
         var starts: [Int64]
-        if let snapshot = try await newestSnapshot(of: node) {
-            for part in snapshot { for client in part.clients { live[client.clientId] = client } }
+        let snapshot = try await newestSnapshot(of: node)
+        if let snapshot {
             starts = snapshot[0].lifecycleOffsets
         } else {
             let since = node.startedAt - 10_000
@@ -147,26 +146,15 @@ final class LostNodeReporter: Sendable {
         // Partitions added since the snapshot are read from their start.
         while starts.count < Int(count) { starts.append(0) }
         let ranges = (0..<count).map { KafkaScanner.Range(topic: topic, partition: $0, from: starts[Int($0)], to: nil) }
-        let changes = Mutex<[LifecycleEvent]>([])
+        let held = Mutex(HeldClients(nodeId: node.nodeId, epoch: node.epoch, snapshot: snapshot?.flatMap(\.clients) ?? []))
+        // The scanner visits each partition in order (across partitions in any order: one
+        // client's events are all in its system's partition).
         let complete = try await scanner.scan(ranges, admin: admin, deadline: .seconds(30)) { record in
-            guard let event = try? JSONDecoder().decode(LifecycleEvent.self, from: Data(record.value)),
-                event.node == node.nodeId, event.epoch == node.epoch
-            else { return }
-            changes.withLock { $0.append(event) }
+            guard let event = try? JSONDecoder().decode(LifecycleEvent.self, from: Data(record.value)) else { return }
+            held.withLock { $0.apply(event) }
         }
         guard complete else { throw HeraldError.unavailable("could not read \(topic) to its end") }
-        // One client's events are in one partition (the key is its system), in order.
-        for event in changes.withLock({ $0 }) {
-            switch event.event {
-            case .connected, .resumed:
-                live[event.clientId] = .init(clientId: event.clientId, systemId: event.systemId, userId: event.userId)
-            case .disconnected:
-                live[event.clientId] = nil
-            case .bound, .unbound:
-                break
-            }
-        }
-        return live
+        return held.withLock { $0.clients }
     }
 
     /// The parts of the newest complete snapshot of the node's epoch, or nil when there is none:
