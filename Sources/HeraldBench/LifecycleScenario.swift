@@ -104,8 +104,21 @@ struct LifecycleScenario {
         result.nodeCPUMicrosPerCycle = Double(nodeCPU) / 1e3 / Double(max(1, cycles - failures.value))
         result.machineCores = Double(machineAfter &- machineBefore) / 1e9 / (churnSeconds + 0.3)
         let expected = 2 * (cycles - failures.value)
-        try await waitUntil("\(expected) events in Kafka and by webhook", seconds: 60) {
-            seen.value.count >= expected && sink.arrivals.value.count >= expected
+        do {
+            try await waitUntil("\(expected) events in Kafka and by webhook", seconds: 60) {
+                seen.value.count >= expected && sink.arrivals.value.count >= expected
+            }
+        } catch {
+            // Which clients' events are missing, and where they were.
+            let kinds = Dictionary(grouping: seen.value.values.map(\.event), by: \.clientId)
+            let missing = ledger.snapshot.enumerated().filter { !$0.element.clientId.isEmpty }.compactMap { index, client -> String? in
+                let got = Set(kinds[client.clientId]?.map(\.event.rawValue) ?? [])
+                guard got.count < 2 else { return nil }
+                return "cycle \(index) on \(nodes[index % nodes.count]) has only [\(got.sorted().joined(separator: ","))]: \(client.clientId.prefix(12))"
+            }
+            let unsent = seen.value.filter { sink.arrivals.value[$0.key] == nil }.map { "\($0.value.event.event.rawValue) \($0.value.event.clientId.prefix(12))" }
+            throw HarnessError(
+                "\(error): \(seen.value.count) in Kafka, \(sink.arrivals.value.count) by webhook; missing in Kafka: \(missing.prefix(5)); not by webhook: \(unsent.prefix(5))")
         }
         let events = seen.value
         let arrivals = sink.arrivals.value

@@ -263,6 +263,7 @@ final class FabricConsumer: Sendable {
         // An assigned offset past the end means the broker lost the log: read what it has now
         // from its start rather than wait for offsets that will never come again.
         config["auto.offset.reset"] = "earliest"
-        return try KafkaConsumer(config: config, assignments: assignments, logger: logger)
+        // Contiguous: a batch a broker serves late is fetched again, not stepped over (OffsetGapGuard).
+        return try KafkaConsumer(config: config, assignments: assignments, logger: logger, contiguous: true)
     }
 }

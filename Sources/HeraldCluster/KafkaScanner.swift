@@ -11,6 +11,8 @@ public struct KafkaScanner: Sendable {
     let logger: Logger
     var stallTimeout: Duration = .seconds(10)
     var fetchWaitMillis = 10
+    /// Offsets are contiguous (no compaction): a gap is fetched again, not stepped over.
+    var contiguous = true
 
     public init(kafka: String, logger: Logger) {
         self.kafka = kafka
@@ -104,7 +106,7 @@ public struct KafkaScanner: Sendable {
                 "bootstrap.servers": kafka, "fetch.wait.max.ms": String(fetchWaitMillis),
                 "enable.partition.eof": "false",
             ],
-            assignments: ranges.map { ($0.topic, $0.partition, KafkaOffset.at($0.from)) }, logger: logger)
+            assignments: ranges.map { ($0.topic, $0.partition, KafkaOffset.at($0.from)) }, logger: logger, contiguous: contiguous)
         let state = Mutex(ScanState(lastRecord: .now))
         let reader = Task {
             for await record in consumer.records {

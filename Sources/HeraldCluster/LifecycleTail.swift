@@ -43,7 +43,7 @@ public struct LifecycleTail: Sendable {
         for partition in partitions { starts[partition] = (found[partition]).map { $0 >= 0 ? .at($0) : .end } ?? .end }
         let consumer = try KafkaConsumer(
             config: ["bootstrap.servers": kafka, "fetch.wait.max.ms": "10", "enable.partition.eof": "false"],
-            assignments: partitions.map { (topic, $0, starts[$0] ?? .end) }, logger: logger)
+            assignments: partitions.map { (topic, $0, starts[$0] ?? .end) }, logger: logger, contiguous: true)
         let key = systemId.map { Array($0.utf8) }
         for await record in consumer.records {
             guard key == nil || record.key == key, let event = Self.decode(record) else { continue }

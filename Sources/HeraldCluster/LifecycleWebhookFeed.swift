@@ -46,7 +46,7 @@ final class LifecycleWebhookFeed: Sendable {
                 "session.timeout.ms": "6000", "heartbeat.interval.ms": "2000", "max.poll.interval.ms": "10000",
                 "fetch.wait.max.ms": String(settings.fetchWaitMillis), "enable.partition.eof": "false",
             ]) { $1 },
-            subscribe: [topic], logger: logger)
+            subscribe: [topic], logger: logger, contiguous: true)
         let committer = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(1))

@@ -166,6 +166,9 @@ final class LostNodeReporter: Sendable {
         var window: Int64 = 256
         var end = marks.high
         var parts: [Int: [Int: LifecycleSnapshot]] = [:]  // seq → part → snapshot
+        // The snapshot topic is compacted: its offsets have holes.
+        var scanner = self.scanner
+        scanner.contiguous = false
         while end > marks.low {
             let from = max(marks.low, end - window)
             let found = Mutex<[LifecycleSnapshot]>([])

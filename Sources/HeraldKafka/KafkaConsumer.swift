@@ -33,9 +33,14 @@ public final class KafkaConsumer: Sendable {
         config: [String: String],
         assignments: [(topic: String, partition: Int32, offset: KafkaOffset)],
         logger: Logger,
-        bufferCapacity: Int = 1024
+        bufferCapacity: Int = 1024,
+        contiguous: Bool = false
     ) throws {
-        try self.init(config: config, logger: logger, bufferCapacity: bufferCapacity, grouped: false) { rk in
+        var gaps = OffsetGapGuard(grouped: false)
+        for a in assignments {
+            if case .at(let offset) = a.offset { gaps.expect(.init(topic: a.topic, partition: a.partition), at: offset) }
+        }
+        try self.init(config: config, logger: logger, bufferCapacity: bufferCapacity, grouped: false, gaps: contiguous ? gaps : nil) { rk in
             let list = rd_kafka_topic_partition_list_new(Int32(max(1, assignments.count)))!
             defer { rd_kafka_topic_partition_list_destroy(list) }
             for a in assignments {
@@ -51,11 +56,16 @@ public final class KafkaConsumer: Sendable {
 
     /// A member of the consumer group `config["group.id"]` (required) over `topics`. Where a
     /// partition starts is the group's committed offset, else `auto.offset.reset`.
-    public convenience init(config: [String: String], subscribe topics: [String], logger: Logger, bufferCapacity: Int = 1024) throws {
+    public convenience init(
+        config: [String: String], subscribe topics: [String], logger: Logger, bufferCapacity: Int = 1024, contiguous: Bool = false
+    ) throws {
         guard config["group.id"] != nil else {
             throw KafkaError(code: KafkaError.invalidArgument, message: "a group consumer needs a group.id")
         }
-        try self.init(config: config, logger: logger, bufferCapacity: bufferCapacity, grouped: true) { rk in
+        try self.init(
+            config: config, logger: logger, bufferCapacity: bufferCapacity, grouped: true,
+            gaps: contiguous ? OffsetGapGuard(grouped: true) : nil
+        ) { rk in
             let list = rd_kafka_topic_partition_list_new(Int32(max(1, topics.count)))!
             defer { rd_kafka_topic_partition_list_destroy(list) }
             for topic in topics { rd_kafka_topic_partition_list_add(list, topic, RD_KAFKA_PARTITION_UA) }
@@ -67,7 +77,7 @@ public final class KafkaConsumer: Sendable {
     }
 
     private init(
-        config: [String: String], logger: Logger, bufferCapacity: Int, grouped: Bool,
+        config: [String: String], logger: Logger, bufferCapacity: Int, grouped: Bool, gaps: OffsetGapGuard?,
         start: (OpaquePointer) throws -> Void
     ) throws {
         var config = config
@@ -94,7 +104,7 @@ public final class KafkaConsumer: Sendable {
         self.records = AsyncStream(unfolding: { await channel.next() })
 
         startThread("rdkafka-consumer-poll") {
-            KafkaConsumer.pollLoop(handle: handle, channel: channel, logger: logger)
+            KafkaConsumer.pollLoop(handle: handle, channel: channel, gaps: gaps, logger: logger)
             // Leaving: close (a group member leaves its group) and destroy the handle here, off the pool.
             if !grouped { _ = handle.withLive { rk in rd_kafka_assign(rk, nil) } }
             rd_kafka_consumer_close(handle.rk)
@@ -107,8 +117,9 @@ public final class KafkaConsumer: Sendable {
         channel.finish()
     }
 
-    private static func pollLoop(handle: RdKafkaHandle, channel: RecordChannel, logger: Logger) {
+    private static func pollLoop(handle: RdKafkaHandle, channel: RecordChannel, gaps: OffsetGapGuard?, logger: Logger) {
         let rk = handle.rk
+        var gaps = gaps
         var lastErrorLog: (code: Int32, at: ContinuousClock.Instant)? = nil
         while !channel.isFinished {
             guard let message = rd_kafka_consumer_poll(rk, 100) else { continue }
@@ -134,7 +145,35 @@ public final class KafkaConsumer: Sendable {
             }
             let record = KafkaRecord(message: message)
             rd_kafka_message_destroy(message)
+            if gaps != nil {
+                let key = OffsetGapGuard.Key(topic: record.topic, partition: record.partition)
+                switch gaps!.check(key, offset: record.offset, now: DispatchTime.now().uptimeNanoseconds) {
+                case .deliver:
+                    break
+                case .drop:
+                    continue
+                case .seek(let offset):
+                    seek(rk, key, to: offset, logger: logger)
+                    continue
+                case .deliverAfterGap(let missing):
+                    logger.error(
+                        "records skipped: the broker did not serve them after repeated seeks",
+                        metadata: ["topic": .string(key.topic), "partition": "\(key.partition)", "offsets": "\(missing)"])
+                }
+            }
             if !channel.push(record) { break }
+        }
+    }
+
+    /// Asks librdkafka to fetch the partition from `offset` again (asynchronously).
+    private static func seek(_ rk: OpaquePointer, _ key: OffsetGapGuard.Key, to offset: Int64, logger: Logger) {
+        let list = rd_kafka_topic_partition_list_new(1)!
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        rd_kafka_topic_partition_list_add(list, key.topic, key.partition)!.pointee.offset = offset
+        if let error = rd_kafka_seek_partitions(rk, list, 0) {
+            logger.warning(
+                "rdkafka seek", metadata: ["topic": .string(key.topic), "error": .string(String(cString: rd_kafka_error_string(error)))])
+            rd_kafka_error_destroy(error)
         }
     }
 

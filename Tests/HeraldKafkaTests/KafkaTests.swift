@@ -394,3 +394,41 @@ struct KafkaFailureTests {
         #expect(KafkaHeader("a", "b") == KafkaHeader("a", [98]))
     }
 }
+
+/// A broker that serves a later batch before an earlier one is readable (Tansu under
+/// concurrent producers to one partition) must not make a following consumer lose records.
+@Suite(.serialized, .timeLimit(.minutes(2)))
+struct KafkaGapTests {
+    @Test("three producers into one partition, a contiguous consumer following it: every record once, in offset order")
+    func followingThroughConcurrentProducers() async throws {
+        let admin = try KafkaAdmin(config: adminConfig(), logger: testLogger())
+        let topic = uniqueTopic("gaps")
+        try await admin.createTopic(topic, partitions: 1)
+        let follower = try KafkaConsumer(
+            config: consumerConfig(["enable.partition.eof": "false"]), assignments: [(topic, 0, .at(0))], logger: testLogger(),
+            contiguous: true)
+        let perProducer = 3000
+        let producers = try (0..<3).map { _ in
+            try KafkaProducer(config: producerConfig(["batch.num.messages": "2", "enable.idempotence": "false"]), logger: testLogger())
+        }
+        let reading = Task { await collect(follower, count: 3 * perProducer, timeout: .seconds(60)) }
+        await withTaskGroup(of: Void.self) { group in
+            for (p, producer) in producers.enumerated() {
+                group.addTask {
+                    for chunk in stride(from: 0, to: perProducer, by: 50) {
+                        _ = await producer.sendInOrder(
+                            (chunk..<min(chunk + 50, perProducer)).map {
+                                OutgoingRecord(topic: topic, partition: 0, key: nil, value: bytes("\(p)-\($0)"))
+                            })
+                    }
+                }
+            }
+        }
+        let got = await reading.value
+        follower.close()
+        for producer in producers { await producer.shutdown() }
+        #expect(got.count == 3 * perProducer, "the follower got \(got.count) of \(3 * perProducer)")
+        #expect(got.map(\.offset) == (0..<Int64(got.count)).map { $0 }, "every offset once, in order")
+        #expect(Set(got.compactMap { text($0.value) }).count == got.count)
+    }
+}
