@@ -59,7 +59,13 @@ struct LifecycleScenario {
             }
         }
         defer { reader.cancel() }
-        try await Task.sleep(for: .seconds(2))
+        // The nodes idle (their consumers' fetches, keepalives): what the churn's cost is over.
+        let idleBefore = nodePids.map { ProcFS.cpuNanos(pid: $0) ?? 0 }
+        let idleStarted = MonotonicClock.nanos()
+        try await Task.sleep(for: .seconds(5))
+        let idleNanos = zip(idleBefore, nodePids.map { ProcFS.cpuNanos(pid: $0) ?? 0 }).reduce(UInt64(0)) { $0 + ($1.1 &- $1.0) }
+        let idleCores = Double(idleNanos) / Double(MonotonicClock.nanos() - idleStarted)
+        result.nodesIdleCores = idleCores
 
         // 1. Churn: connect, welcome, close; paced.
         let ledger = ResumeLedger(count: cycles)
@@ -101,7 +107,9 @@ struct LifecycleScenario {
         result.failedCycles = failures.value
         result.churnSeconds = churnSeconds
         let nodeCPU = zip(cpuBefore, cpuAfter).reduce(UInt64(0)) { $0 + ($1.1 &- $1.0) }
-        result.nodeCPUMicrosPerCycle = Double(nodeCPU) / 1e3 / Double(max(1, cycles - failures.value))
+        let done = Double(max(1, cycles - failures.value))
+        result.nodeCPUMicrosPerCycle = Double(nodeCPU) / 1e3 / done
+        result.nodeCPUOverIdleMicrosPerCycle = max(0, Double(nodeCPU) / 1e3 - idleCores * (churnSeconds + 0.3) * 1e6) / done
         result.machineCores = Double(machineAfter &- machineBefore) / 1e9 / (churnSeconds + 0.3)
         let expected = 2 * (cycles - failures.value)
         do {
@@ -193,6 +201,9 @@ struct LifecycleResult: Codable, Sendable {
     var churnSeconds = 0.0
     /// The three nodes' CPU over the churn, per connect and disconnect (µs).
     var nodeCPUMicrosPerCycle = 0.0
+    /// The same less what the nodes used idle over as long.
+    var nodeCPUOverIdleMicrosPerCycle = 0.0
+    var nodesIdleCores = 0.0
     var machineCores = 0.0
     var eventsInKafka = 0
     var eventsByWebhook = 0

@@ -184,7 +184,7 @@ struct MarkdownReport {
         md += "| events in Kafka / by webhook | \(r.eventsInKafka) / \(r.eventsByWebhook) |\n"
         md += "| cause to Kafka consumer, p50 / p99 / max | \(Format.ms(r.kafkaMs.p50)) / \(Format.ms(r.kafkaMs.p99)) / \(Format.ms(r.kafkaMs.max)) |\n"
         md += "| cause to webhook, p50 / p99 / max | \(Format.ms(r.webhookMs.p50)) / \(Format.ms(r.webhookMs.p99)) / \(Format.ms(r.webhookMs.max)) |\n"
-        md += "| nodes' CPU per connect and disconnect | \(String(format: "%.0f µs", r.nodeCPUMicrosPerCycle)) (machine \(String(format: "%.2f", r.machineCores)) cores busy) |\n"
+        md += "| nodes' CPU per connect and disconnect (over idle) | \(String(format: "%.0f µs (%.0f µs)", r.nodeCPUMicrosPerCycle, r.nodeCPUOverIdleMicrosPerCycle)); idle \(String(format: "%.2f", r.nodesIdleCores)) cores, machine \(String(format: "%.2f", r.machineCores)) cores busy |\n"
         md += "| node_lost reported / reporters | \(r.lostReported) of \(r.lostClients) / \(r.lostReporters) |\n"
         md += "| kill to the last node_lost in Kafka / by webhook | \(Format.ms(r.killToLostInKafkaMs)) / \(Format.ms(r.killToLostByWebhookMs)) |\n"
         return md + "\n"
