@@ -36,7 +36,7 @@ public final class KafkaConsumer: Sendable {
         bufferCapacity: Int = 1024,
         contiguous: Bool = false
     ) throws {
-        var gaps = OffsetGapGuard(grouped: false)
+        var gaps = OffsetGapGuard()
         for a in assignments {
             if case .at(let offset) = a.offset { gaps.expect(.init(topic: a.topic, partition: a.partition), at: offset) }
         }
@@ -64,7 +64,7 @@ public final class KafkaConsumer: Sendable {
         }
         try self.init(
             config: config, logger: logger, bufferCapacity: bufferCapacity, grouped: true,
-            gaps: contiguous ? OffsetGapGuard(grouped: true) : nil
+            gaps: contiguous ? OffsetGapGuard() : nil
         ) { rk in
             let list = rd_kafka_topic_partition_list_new(Int32(max(1, topics.count)))!
             defer { rd_kafka_topic_partition_list_destroy(list) }

@@ -14,7 +14,7 @@ struct OffsetGapGuard {
 
     enum Verdict: Equatable {
         case deliver
-        /// Already delivered (an assigned consumer re-reading after a seek).
+        /// Past a gap a seek is fetching again: it comes again after the gap's records.
         case drop
         case seek(Int64)
         /// Given up on: the records `missing` are skipped.
@@ -29,15 +29,11 @@ struct OffsetGapGuard {
 
     private var next: [Key: Int64] = [:]
     private var pending: [Key: Pending] = [:]
-    /// A group member's partitions can come back from a rebalance at the group's committed
-    /// offset, below what it read: those are delivered again, not dropped.
-    let grouped: Bool
     let maxSeeks: Int
     /// How long a seek is given to take effect before a record past it counts as a new try.
     let seekGraceNanos: UInt64
 
-    init(grouped: Bool, maxSeeks: Int = 20, seekGraceNanos: UInt64 = 100_000_000) {
-        self.grouped = grouped
+    init(maxSeeks: Int = 20, seekGraceNanos: UInt64 = 100_000_000) {
         self.maxSeeks = maxSeeks
         self.seekGraceNanos = seekGraceNanos
     }
@@ -57,8 +53,9 @@ struct OffsetGapGuard {
             pending[key] = nil
             return .deliver
         }
+        // Below what was read: the consumer was repositioned (a group's partition back at its
+        // committed offset, an offset reset after the broker lost its log). Read on from there.
         if offset < expected {
-            guard grouped else { return .drop }
             next[key] = offset + 1
             pending[key] = nil
             return .deliver

@@ -96,6 +96,7 @@ struct WebhookService: Service {
 
     func run() async throws {
         let webhooks = node.webhooks
+        webhooks.start()
         await cancelWhenGracefulShutdown { await node.fabric.feedWebhooks { webhooks.offer($0, done: $1) } }
         await webhooks.shutdown()
     }

@@ -55,7 +55,8 @@ final class WebhookDispatcher: Sendable {
     }
 
     private let settings: WebhookSettings
-    private let http: HTTPClient
+    /// Made by `start` and shut down by `shutdown` (a client never shut down traps in its deinit).
+    private let client = Mutex<HTTPClient?>(nil)
     private let systems: any SystemDirectory
     private let codec: ClientIDCodec
     private let logger: Logger
@@ -80,11 +81,20 @@ final class WebhookDispatcher: Sendable {
         self.systems = systems
         self.codec = codec
         self.logger = logger
+    }
+
+    /// Makes the HTTP client the deliveries use; before it, batches wait as failed attempts.
+    func start() {
         var configuration = HTTPClient.Configuration()
         configuration.redirectConfiguration = .disallow
         configuration.timeout = .init(connect: .seconds(2), read: .seconds(Int64(max(1, settings.timeout.components.seconds))))
         configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 4)
-        self.http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        let made = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        let old = client.withLock { current -> HTTPClient? in
+            defer { current = made }
+            return current
+        }
+        if let old { Task { try? await old.shutdown() } }
     }
 
     /// Takes one event for its system's webhook; never blocks. `done` is called when it was
@@ -202,6 +212,7 @@ final class WebhookDispatcher: Sendable {
         request.headers.add(name: "X-Herald-Node", value: nodeId())
         request.headers.add(name: Self.signatureHeader, value: Self.signature(of: body, secret: secret))
         request.body = .bytes(ByteBuffer(bytes: body))
+        guard let http = client.withLock({ $0 }) else { return .failed("webhooks are not running") }
         do {
             let response = try await http.execute(request, timeout: .milliseconds(settings.timeout.milliseconds))
             // The answer's body is read (to reuse the connection) and dropped, up to a bound.
@@ -251,7 +262,11 @@ final class WebhookDispatcher: Sendable {
     }
 
     func shutdown() async {
-        try? await http.shutdown()
+        let http = client.withLock { current -> HTTPClient? in
+            defer { current = nil }
+            return current
+        }
+        try? await http?.shutdown()
     }
 }
 

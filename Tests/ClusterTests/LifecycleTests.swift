@@ -31,6 +31,27 @@ extension ClusterSuite {
             try LifecycleChecks.expectValid(events)
         }
 
+        @Test("a client that stops reading while sends cross Kafka to it is closed 1013 and reported slow_consumer")
+        func slowConsumer() async throws {
+            let system = try await LocalCluster.registerSystem()
+            let slow = try await system.via(LocalCluster.node(1)).connect(receiveBufferSize: 32 * 1024)
+            try await slow.ws.pauseReading()
+            // Sent through node2: each push crosses Kafka to node1, whose queue for the client
+            // (8 MiB) overflows.
+            let sender = system.via(LocalCluster.node(2))
+            let payload = String(repeating: "z", count: 200 * 1024)
+            for _ in 0..<80 {
+                let r = try await sender.call("send_to_client", ["clientId": .string(slow.clientId), "data": .string(payload)])
+                if r.code != 0 { break }
+            }
+            try await slow.ws.resumeReading()
+            _ = try? await slow.ws.waitForCloseEvent(timeout: .seconds(20))
+            let events = try await LifecycleChecks.events(LocalCluster.node(3), system.id, count: 2, timeout: .seconds(20))
+            let id = slow.clientId.prefix(8)
+            #expect(LifecycleChecks.summary(events) == ["connected \(id)", "disconnected \(id) slow_consumer"])
+            try LifecycleChecks.expectValid(events)
+        }
+
         @Test("a graceful shutdown gives disconnected node_shutdown for each of the node's clients")
         func gracefulShutdown() async throws {
             let system = try await LocalCluster.registerSystem()
