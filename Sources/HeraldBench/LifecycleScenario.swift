@@ -164,34 +164,10 @@ struct LifecycleScenario {
         result.killToLostByWebhookMs = Double((reported.compactMap { webhookArrivals[$0.event.eventId] }.max() ?? killedAt) - killedAt)
         return result
     }
-
-    private func waitUntil(_ what: String, seconds: Double, _ condition: () -> Bool) async throws {
-        let deadline = MonotonicClock.nanos() + UInt64(seconds * 1e9)
-        while !condition() {
-            guard MonotonicClock.nanos() < deadline else { throw HarnessError("timed out after \(seconds) s waiting for \(what)") }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-    }
 }
 
 struct LifecycleResult: Codable, Sendable {
-    struct Spread: Codable, Sendable {
-        var count = 0
-        var p50 = 0.0
-        var p99 = 0.0
-        var max = 0.0
-
-        init() {}
-
-        init(_ values: [Double]) {
-            let sorted = values.sorted()
-            func at(_ q: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))] }
-            count = sorted.count
-            p50 = at(0.5)
-            p99 = at(0.99)
-            max = sorted.last ?? 0
-        }
-    }
+    typealias Spread = ReconnectResult.Spread
 
     var cycles: Int
     var rate: Double

@@ -149,9 +149,9 @@ struct ReconnectScenario {
                 if let code = client.closeCode { result.refusedReasons["closed \(code)", default: 0] += 1 }
             }
         }
-        result.resumeMs = Self.summary(welcomeMs)
-        result.recoveredMs = Self.summary(recoveredMs)
-        result.sinceKillMs = Self.summary(sinceKill)
+        result.resumeMs = ReconnectResult.Spread(welcomeMs)
+        result.recoveredMs = ReconnectResult.Spread(recoveredMs)
+        result.sinceKillMs = ReconnectResult.Spread(sinceKill)
         // 99% of the clients that held a position, from the kill.
         let sorted = sinceKill.sorted()
         let needed = Int((Double(ready) * 0.99).rounded(.up))
@@ -161,12 +161,6 @@ struct ReconnectScenario {
         result.recoveredFramesPerSecond = span > 0 ? Double(result.recoveredFrames) / span : 0
         result.errors += errors.prefix(5)
         return result
-    }
-
-    private static func summary(_ values: [Double]) -> ReconnectResult.Spread {
-        let sorted = values.sorted()
-        func at(_ q: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))] }
-        return .init(count: sorted.count, p50: at(0.5), p90: at(0.9), p99: at(0.99), max: sorted.last ?? 0)
     }
 
     private func register(_ systemId: String, _ http: HTTPClientPool) async throws {
@@ -198,14 +192,6 @@ struct ReconnectScenario {
                 }
             }
             try await tasks.waitForAll()
-        }
-    }
-
-    private func waitUntil(_ what: String, seconds: Double, _ condition: () -> Bool) async throws {
-        let deadline = MonotonicClock.nanos() + UInt64(seconds * 1e9)
-        while !condition() {
-            guard MonotonicClock.nanos() < deadline else { throw HarnessError("timed out after \(seconds) s waiting until \(what)") }
-            try await Task.sleep(for: .milliseconds(20))
         }
     }
 
@@ -282,12 +268,25 @@ struct ReconnectScenario {
 }
 
 struct ReconnectResult: Codable, Sendable {
+    /// Percentiles of a set of durations (ms), by rank.
     struct Spread: Codable, Sendable {
         var count = 0
         var p50 = 0.0
         var p90 = 0.0
         var p99 = 0.0
         var max = 0.0
+
+        init() {}
+
+        init(_ values: [Double]) {
+            let sorted = values.sorted()
+            func at(_ q: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * q))] }
+            count = sorted.count
+            p50 = at(0.5)
+            p90 = at(0.9)
+            p99 = at(0.99)
+            max = sorted.last ?? 0
+        }
     }
 
     var clients: Int

@@ -4,17 +4,12 @@ import Testing
 
 /// Webhooks on a standalone node (docs/lifecycle.md, "Webhooks"): a system's lifecycle events
 /// POSTed to its receiver in signed batches, retried through failures, bounded when it hangs.
-@Suite(
-    "Webhooks, standalone",
-    .herald([
-        "--admin-token", testAdminToken, "--webhook-timeout", "1", "--webhook-retry-horizon", "3",
-        "--webhook-queue-events", "40",
-    ]))
+@Suite("Webhooks, standalone", .herald(["--admin-token", testAdminToken, "--webhook-timeout", "1"]))
 struct WebhookTests {
     var server: HeraldInstance { get throws { try SharedHerald.get() } }
 
     /// Connects and closes `count` clients: 2 events each.
-    func churn(_ sys: TestSystem, _ count: Int) async throws -> [String] {
+    static func churn(_ sys: TestSystem, _ count: Int) async throws -> [String] {
         var ids: [String] = []
         for _ in 0..<count {
             let c = try await sys.connect()
@@ -25,7 +20,7 @@ struct WebhookTests {
     }
 
     /// Waits until the receiver has accepted `count` distinct events.
-    func accepted(_ receiver: WebhookReceiver, count: Int, timeout: Duration = .seconds(20)) async throws -> [JSON] {
+    static func accepted(_ receiver: WebhookReceiver, count: Int, timeout: Duration = .seconds(20)) async throws -> [JSON] {
         let start = ContinuousClock.now
         while ContinuousClock.now - start < timeout {
             let events = receiver.acceptedEvents
@@ -45,11 +40,11 @@ struct WebhookTests {
         let g = unique("g")
         let a = try await sys.connect()
         try await sys.bind(a.clientId, group: g)
-        _ = try await churn(other, 3)
+        _ = try await Self.churn(other, 3)
         try await sys.ok("close_client", ["clientId": .string(a.clientId)])
         _ = try await a.ws.waitForClose(timeout: .seconds(5))
-        let ids = try await churn(sys, 5)
-        let events = try await accepted(receiver, count: 13)
+        let ids = try await Self.churn(sys, 5)
+        let events = try await Self.accepted(receiver, count: 13)
         let expected = try await LifecycleChecks.events(server, sys.id)
         #expect(events.map { $0["eventId"]?.string } == expected.map { $0["eventId"]?.string }, "in the recorded order, once each")
         #expect(events.count == 13)
@@ -69,54 +64,16 @@ struct WebhookTests {
         defer { Task { await receiver.shutdown() } }
         receiver.setMode(.answer(500))
         let sys = try await server.api.registerSystem(secret: "s-\(UUID().uuidString)", webhook: receiver.url)
-        let ids = try await churn(sys, 5)
+        let ids = try await Self.churn(sys, 5)
         try await Task.sleep(for: .milliseconds(1200))
         #expect(receiver.deliveries.count >= 2, "retried while failing")
         #expect(receiver.acceptedEvents.isEmpty)
         receiver.setMode(.answer(200))
-        let events = try await accepted(receiver, count: 10)
+        let events = try await Self.accepted(receiver, count: 10)
         #expect(Set(events.compactMap { $0["eventId"]?.string }).count == 10)
         #expect(Set(events.compactMap { $0["clientId"]?.string }) == Set(ids))
         let metrics = try await server.api.adminGet("/metrics").body
         #expect(metrics.contains("herald_webhook_failed_attempts_total "))
-    }
-
-    @Test("a receiver that never answers costs a bounded queue, ends in dead letters, and does not delay another system's webhook")
-    func hangingReceiver() async throws {
-        let hanging = try await WebhookReceiver.start()
-        let healthy = try await WebhookReceiver.start()
-        defer {
-            Task {
-                await hanging.shutdown()
-                await healthy.shutdown()
-            }
-        }
-        hanging.setMode(.hang)
-        let stuck = try await server.api.registerSystem(secret: "s-\(UUID().uuidString)", webhook: hanging.url)
-        let fine = try await server.api.registerSystem(secret: "s-\(UUID().uuidString)", webhook: healthy.url)
-        let before = try await Self.metric(server, "herald_webhook_dead_letters_total")
-        // 120 events for a queue of 40: most are dead letters at once.
-        _ = try await churn(stuck, 60)
-        let started = ContinuousClock.now
-        _ = try await churn(fine, 5)
-        let events = try await accepted(healthy, count: 10, timeout: .seconds(5))
-        let took = ContinuousClock.now - started
-        #expect(Set(events.compactMap { $0["eventId"]?.string }).count == 10, "the healthy receiver got its 10 events")
-        #expect(took < .seconds(3), "the healthy system's events took \(took)")
-        let pending = try await Self.metric(server, "herald_webhook_pending_events")
-        // The gauge is the node's: the stuck system's 40 at most, plus what the other tests of
-        // this suite (10 events each at most) have waiting.
-        #expect(pending <= 40 + 20, "\(pending) events waiting, over the stuck system's bound of 40")
-        let dead = try await Self.metric(server, "herald_webhook_dead_letters_total") - before
-        #expect(dead > 0)
-        // Past the retry horizon (3 s) the batch in flight is a dead letter too, and the queue empties.
-        let server = try self.server
-        let allDead = try await waitUntil(timeout: .seconds(20)) {
-            try await Self.metric(server, "herald_webhook_dead_letters_total") - before >= 120
-        }
-        #expect(allDead, "every stuck event is a dead letter")
-        #expect(try await Self.metric(server, "herald_webhook_pending_events") == 0)
-        #expect(hanging.deliveries.allSatisfy { $0.answered == nil })
     }
 
     @Test("set_webhook sets, changes and removes the webhook; bad URLs and a system without a secret are refused")
@@ -130,15 +87,15 @@ struct WebhookTests {
             }
         }
         let sys = try await server.api.registerSystem(secret: "s-\(UUID().uuidString)")
-        _ = try await churn(sys, 1)
+        _ = try await Self.churn(sys, 1)
         try await sys.ok("set_webhook", ["webhook": .string(first.url)])
-        let one = try await churn(sys, 1)
-        #expect(try await accepted(first, count: 2).compactMap { $0["clientId"]?.string } == one + one, "only events after it was set")
+        let one = try await Self.churn(sys, 1)
+        #expect(try await Self.accepted(first, count: 2).compactMap { $0["clientId"]?.string } == one + one, "only events after it was set")
         try await sys.ok("set_webhook", ["webhook": .string(second.url)])
-        let two = try await churn(sys, 1)
-        #expect(try await accepted(second, count: 2).compactMap { $0["clientId"]?.string } == two + two)
+        let two = try await Self.churn(sys, 1)
+        #expect(try await Self.accepted(second, count: 2).compactMap { $0["clientId"]?.string } == two + two)
         try await sys.ok("set_webhook", ["webhook": .null])
-        _ = try await churn(sys, 2)
+        _ = try await Self.churn(sys, 2)
         try await Task.sleep(for: .milliseconds(500))
         #expect(first.acceptedEvents.count == 2 && second.acceptedEvents.count == 2, "nothing after removal")
         for bad in ["ftp://x/hook", "not a url", "http://", "http://user:pw@host/x", String(repeating: "h", count: 3000)] {
@@ -162,12 +119,60 @@ struct WebhookTests {
         return line.flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
     }
 
-    func waitUntil(timeout: Duration, _ condition: @Sendable () async throws -> Bool) async throws -> Bool {
+    static func waitUntil(timeout: Duration, _ condition: @Sendable () async throws -> Bool) async throws -> Bool {
         let start = ContinuousClock.now
         while ContinuousClock.now - start < timeout {
             if try await condition() { return true }
             try await Task.sleep(for: .milliseconds(100))
         }
         return false
+    }
+}
+
+/// A receiver that never answers, on a node with a short retry horizon and a small queue.
+@Suite(
+    "Webhooks, standalone: a receiver that never answers",
+    .herald([
+        "--admin-token", testAdminToken, "--webhook-timeout", "1", "--webhook-retry-horizon", "3",
+        "--webhook-queue-events", "40",
+    ]))
+struct WebhookHangTests {
+    var server: HeraldInstance { get throws { try SharedHerald.get() } }
+
+    @Test("a receiver that never answers costs a bounded queue, ends in dead letters, and does not delay another system's webhook")
+    func hangingReceiver() async throws {
+        let hanging = try await WebhookReceiver.start()
+        let healthy = try await WebhookReceiver.start()
+        defer {
+            Task {
+                await hanging.shutdown()
+                await healthy.shutdown()
+            }
+        }
+        hanging.setMode(.hang)
+        let stuck = try await server.api.registerSystem(secret: "s-\(UUID().uuidString)", webhook: hanging.url)
+        let fine = try await server.api.registerSystem(secret: "s-\(UUID().uuidString)", webhook: healthy.url)
+        let before = try await WebhookTests.metric(server, "herald_webhook_dead_letters_total")
+        // 120 events for a queue of 40: most are dead letters at once.
+        _ = try await WebhookTests.churn(stuck, 60)
+        let started = ContinuousClock.now
+        _ = try await WebhookTests.churn(fine, 5)
+        let events = try await WebhookTests.accepted(healthy, count: 10, timeout: .seconds(5))
+        let took = ContinuousClock.now - started
+        #expect(Set(events.compactMap { $0["eventId"]?.string }).count == 10, "the healthy receiver got its 10 events")
+        #expect(took < .seconds(3), "the healthy system's events took \(took)")
+        let pending = try await WebhookTests.metric(server, "herald_webhook_pending_events")
+        // The gauge is the node's: the stuck system's 40 at most, plus the healthy one's.
+        #expect(pending <= 40 + 10, "\(pending) events waiting, over the stuck system's bound of 40")
+        let dead = try await WebhookTests.metric(server, "herald_webhook_dead_letters_total") - before
+        #expect(dead > 0)
+        // Past the retry horizon (3 s) the batch in flight is a dead letter too, and the queue empties.
+        let server = try self.server
+        let allDead = try await WebhookTests.waitUntil(timeout: .seconds(20)) {
+            try await WebhookTests.metric(server, "herald_webhook_dead_letters_total") - before >= 120
+        }
+        #expect(allDead, "every stuck event is a dead letter")
+        #expect(try await WebhookTests.metric(server, "herald_webhook_pending_events") == 0)
+        #expect(hanging.deliveries.allSatisfy { $0.answered == nil })
     }
 }
