@@ -195,14 +195,16 @@ struct EtcdLeaseTests {
 
     @Test func leaseKeeperKeepsAShortLeaseAlive() async throws {
         let prefix = uniquePrefix()
-        let lease = try await etcd.grantLease(ttl: 4)
+        // 8 s: under CI's full load (every suite at once on 2 cores) a 4 s lease once lapsed
+        // between two renewals.
+        let lease = try await etcd.grantLease(ttl: 8)
         try await etcd.put(prefix + "member", string: "me", lease: lease.id)
         let lost = Counter()
         let keeper = EtcdLeaseKeeper(client: etcd, lease: lease.id, ttl: lease.ttl)
         let task = Task { await keeper.run { lost.increment() } }
 
         // Over twice the TTL: renewals, not the grant, keep it.
-        try await Task.sleep(for: .seconds(9))
+        try await Task.sleep(for: .seconds(17))
         #expect(try await etcd.get(prefix + "member")?.valueString == "me")
         #expect(lost.count == 0)
 
@@ -214,7 +216,8 @@ struct EtcdLeaseTests {
 
     @Test func leaseKeeperReportsLossAfterRevoke() async throws {
         let prefix = uniquePrefix()
-        let lease = try await etcd.grantLease(ttl: 2)
+        // 5 s, not 2: under load a renewal came late once and the loss was reported before the revoke.
+        let lease = try await etcd.grantLease(ttl: 5)
         try await etcd.put(prefix + "member", string: "me", lease: lease.id)
         let lost = Counter()
         let keeper = EtcdLeaseKeeper(client: etcd, lease: lease.id, ttl: lease.ttl)
