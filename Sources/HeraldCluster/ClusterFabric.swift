@@ -156,7 +156,7 @@ public final class ClusterFabric: Sendable {
     }
 
     /// This node's share of `herald.lifecycle`, for webhooks, until cancelled.
-    public func feedWebhooks(_ deliver: @escaping @Sendable (LifecycleEvent, @escaping @Sendable () -> Void) -> Void) async {
+    public func feedWebhooks(_ deliver: @escaping @Sendable (WebhookFeedItem) -> Void) async {
         await LifecycleWebhookFeed(settings: settings, logger: logger).run(deliver: deliver)
     }
 

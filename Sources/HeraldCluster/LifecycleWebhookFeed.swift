@@ -4,6 +4,20 @@ import HeraldKafka
 import Logging
 import Synchronization
 
+/// One event for the webhooks: the event, its JSON when it is already encoded (a record's
+/// value: not encoded again), and what to call once it is done with.
+public struct WebhookFeedItem: Sendable {
+    public var event: LifecycleEvent
+    public var json: [UInt8]?
+    public var done: @Sendable () -> Void
+
+    public init(event: LifecycleEvent, json: [UInt8]?, done: @escaping @Sendable () -> Void) {
+        self.event = event
+        self.json = json
+        self.done = done
+    }
+}
+
 /// Feeds `herald.lifecycle` to the webhooks: every node is a member of one consumer group
 /// (`<lifecycle topic>.webhooks`), so each partition, and each event, is handed out by exactly
 /// one node; a node that dies leaves the group after the session timeout and its partitions
@@ -23,7 +37,7 @@ final class LifecycleWebhookFeed: Sendable {
     static func group(for lifecycleTopic: String) -> String { lifecycleTopic + ".webhooks" }
 
     /// Hands each event to `deliver` with its done callback, until cancelled.
-    func run(deliver: @escaping @Sendable (LifecycleEvent, @escaping @Sendable () -> Void) -> Void) async {
+    func run(deliver: @escaping @Sendable (WebhookFeedItem) -> Void) async {
         while !Task.isCancelled {
             do {
                 try await consume(deliver: deliver)
@@ -34,7 +48,7 @@ final class LifecycleWebhookFeed: Sendable {
         }
     }
 
-    private func consume(deliver: @escaping @Sendable (LifecycleEvent, @escaping @Sendable () -> Void) -> Void) async throws {
+    private func consume(deliver: @escaping @Sendable (WebhookFeedItem) -> Void) async throws {
         let topic = settings.lifecycleTopic
         let consumer = try KafkaConsumer(
             config: settings.kafkaBase.merging([
@@ -65,7 +79,7 @@ final class LifecycleWebhookFeed: Sendable {
                 done()
                 continue
             }
-            deliver(event, done)
+            deliver(WebhookFeedItem(event: event, json: record.value, done: done))
         }
         await consumer.closeAndWait()
     }

@@ -97,7 +97,7 @@ struct WebhookService: Service {
     func run() async throws {
         let webhooks = node.webhooks
         webhooks.start()
-        await cancelWhenGracefulShutdown { await node.fabric.feedWebhooks { webhooks.offer($0, done: $1) } }
+        await cancelWhenGracefulShutdown { await node.fabric.feedWebhooks { webhooks.offer($0.event, json: $0.json, done: $0.done) } }
         await webhooks.shutdown()
     }
 }

@@ -46,7 +46,7 @@ protocol NodeFabric: Sendable {
     /// Hands every lifecycle event that is this node's to deliver to `deliver` (with a callback
     /// for when it is done with), until cancelled: standalone, its own events; in a cluster,
     /// its share of `herald.lifecycle` (docs/lifecycle.md, "Webhooks").
-    func feedWebhooks(_ deliver: @escaping @Sendable (LifecycleEvent, @escaping @Sendable () -> Void) -> Void) async
+    func feedWebhooks(_ deliver: @escaping @Sendable (WebhookFeedItem) -> Void) async
 }
 
 /// A node alone: slot 0 under an epoch of its own start, a journal for replay, traces in memory,
@@ -130,8 +130,8 @@ final class StandaloneFabric: NodeFabric {
 
     var metricsText: String { "" }
 
-    func feedWebhooks(_ deliver: @escaping @Sendable (LifecycleEvent, @escaping @Sendable () -> Void) -> Void) async {
-        webhookFeed.sink.withLock { $0 = { deliver($0, {}) } }
+    func feedWebhooks(_ deliver: @escaping @Sendable (WebhookFeedItem) -> Void) async {
+        webhookFeed.sink.withLock { $0 = { deliver(WebhookFeedItem(event: $0, json: nil, done: {})) } }
         while !Task.isCancelled { try? await Task.sleep(for: .seconds(3600)) }
         webhookFeed.sink.withLock { $0 = nil }
     }
@@ -158,7 +158,7 @@ struct ClusterNodeFabric: NodeFabric {
     var problem: String? { cluster.isReady ? nil : cluster.problem ?? "starting" }
     var metricsText: String { cluster.metricsText }
 
-    func feedWebhooks(_ deliver: @escaping @Sendable (LifecycleEvent, @escaping @Sendable () -> Void) -> Void) async {
+    func feedWebhooks(_ deliver: @escaping @Sendable (WebhookFeedItem) -> Void) async {
         await cluster.feedWebhooks(deliver)
     }
 

@@ -98,9 +98,10 @@ final class WebhookDispatcher: Sendable {
     }
 
     /// Takes one event for its system's webhook; never blocks. `done` is called when it was
-    /// delivered, skipped (no webhook, or older than it) or dropped as a dead letter.
-    func offer(_ event: LifecycleEvent, done: (@Sendable () -> Void)? = nil) {
-        let json = Array(event.json.utf8)
+    /// delivered, skipped (no webhook, or older than it) or dropped as a dead letter. `json` is
+    /// the event as already encoded (a Kafka record's value), so it is not encoded again.
+    func offer(_ event: LifecycleEvent, json encoded: [UInt8]? = nil, done: (@Sendable () -> Void)? = nil) {
+        let json = encoded ?? Array(event.json.utf8)
         let size = json.count + 64
         let (accepted, start) = state.withLock { state -> (Bool, Bool) in
             let queue = state.queues[event.systemId]
