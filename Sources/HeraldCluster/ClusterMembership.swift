@@ -14,6 +14,11 @@ public struct NodeRecord: Sendable, Hashable, Codable {
     public var startedAt: Int64
     public var connections: Int
     public var version: String
+
+    /// Whether `other` is this node in the same slot and epoch (nil: the record is gone).
+    func sameEpoch(as other: NodeRecord?) -> Bool {
+        other.map { $0.slot == slot && $0.epoch == epoch } ?? false
+    }
 }
 
 /// Membership through etcd: claims a slot (a partition of the unicast topic) under a lease,
@@ -310,7 +315,7 @@ public final class ClusterMembership: Membership {
                     // Nodes that left while the watch was broken.
                     let gone = known.values.filter { old in
                         old.nodeId != settings.nodeId
-                            && state.nodes[old.nodeId].map { $0.slot != old.slot || $0.epoch != old.epoch } ?? true
+                            && !old.sameEpoch(as: state.nodes[old.nodeId])
                     }
                     return (state.logGeneration > before ? state.logGeneration : nil, gone)
                 }
@@ -354,7 +359,7 @@ public final class ClusterMembership: Membership {
             let old = state.nodes[nodeId]
             let new = deleted ? nil : try? JSONDecoder().decode(NodeRecord.self, from: Data(kv.value))
             state.nodes[nodeId] = new
-            if let old, nodeId != settings.nodeId, new.map({ $0.slot != old.slot || $0.epoch != old.epoch }) ?? true {
+            if let old, nodeId != settings.nodeId, !old.sameEpoch(as: new) {
                 return old
             }
         case .system(let systemId):
